@@ -1,0 +1,41 @@
+"""API authentication by domain-scoped key: ``Authorization: Bearer vsm_…`` or ``Api-Key vsm_…``."""
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions, permissions
+
+from domains.models import ApiKey
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keywords = ("bearer", "api-key")
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if len(header) != 2 or header[0].lower() not in self.keywords or not header[1].startswith(ApiKey.PREFIX):
+            return None  # not ours: let token/session authentication try
+        key = ApiKey.lookup(header[1])
+        if key is None:
+            raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
+        key.touch()
+        return AnonymousUser(), key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="api"'
+
+
+class IsUserOrApiKey(permissions.BasePermission):
+    """A logged-in user or a valid domain API key; the access gate decides the rest."""
+
+    def has_permission(self, request, view):
+        return bool(isinstance(request.auth, ApiKey) or (request.user and request.user.is_authenticated))
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "domains.api_auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A domain API key: `Bearer vsm_…`"}

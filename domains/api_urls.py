@@ -1,0 +1,4 @@
+"""REST API under /api/."""
+from django.urls import path
+
+urlpatterns = []

@@ -1,0 +1,4 @@
+"""Browser URLs: every page of a domain lives under /d/<slug>/."""
+from django.urls import path
+
+urlpatterns = []

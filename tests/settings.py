@@ -1,0 +1,10 @@
+"""Settings for the test suite: the real settings module with test-friendly environment defaults."""
+import os
+
+os.environ.setdefault("SECRET_KEY", "vsm-test-secret-key-0123456789-abcdefghijklmnop")
+os.environ.setdefault("VSM_SECURE_COOKIES", "0")
+os.environ.setdefault("VSM_DATA_DIR", "var/test")
+
+from vsm_site.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

@@ -1,0 +1,162 @@
+"""VSM's one settings module, configured from environment variables.
+
+See README.md ("Configuration") for every variable. Bad values stop start-up with
+``ImproperlyConfigured`` (helpers in ``vsm_site.env``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.utils.translation import gettext_lazy as _
+
+from vsm_site import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.env_bool("DEBUG", False)
+SECRET_KEY = env.secret_key(env.env_str("SECRET_KEY"), DEBUG)
+ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Where uploaded documents, model weights, indexes and exports live: one folder per domain.
+VSM_DATA_DIR = env.data_dir(env.env_str("VSM_DATA_DIR"), BASE_DIR)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "domains",
+    "datasets_app",
+    "training_app",
+    "inference_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "vsm_site.urls"
+WSGI_APPLICATION = "vsm_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.database(env.env_str("DATABASE_URL"), VSM_DATA_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = env.env_str("VSM_LANGUAGE", "en")
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env.env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VSM_DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Upload limits (documents are checked again by the loaders; these bound the request).
+VSM_MAX_UPLOAD_MB = env.env_int("VSM_MAX_UPLOAD_MB", 100, minimum=1)
+VSM_MAX_PDF_PAGES = env.env_int("VSM_MAX_PDF_PAGES", 2000, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = env.env_int("VSM_MAX_UPLOAD_FILES", 100, minimum=1)
+
+# Background jobs. The Job row is the truth; the broker is transport only (see domains/jobs.py).
+VSM_JOB_TIMEOUT = env.env_int("VSM_JOB_TIMEOUT", 48 * 3600, minimum=10)  # hard cap for one job run
+VSM_JOB_RETRY = env.env_int("VSM_JOB_RETRY", VSM_JOB_TIMEOUT + 3600, minimum=11)
+VSM_JOB_LEASE = env.env_int("VSM_JOB_LEASE", 120, minimum=2)  # a job whose heartbeat is older is stale
+VSM_JOB_MAX_ATTEMPTS = env.env_int("VSM_JOB_MAX_ATTEMPTS", 3, minimum=1)
+env.job_timing(VSM_JOB_TIMEOUT, VSM_JOB_RETRY, VSM_JOB_LEASE)
+
+Q_CLUSTER = {
+    "name": env.env_str("VSM_QUEUE_NAME", "vsm"),
+    "workers": env.env_int("VSM_WORKERS", 2, minimum=1),
+    "recycle": 50,
+    "timeout": VSM_JOB_TIMEOUT,
+    "retry": VSM_JOB_RETRY,
+    # django-q2 must not retry on its own: the job reaper counts attempts (domains.jobs).
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 500,
+    "label": "Queue",
+    **env.broker(env.env_str("VSM_BROKER")),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "domains.api_auth.ApiKeyAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["domains.api_auth.IsUserOrApiKey"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VSM API",
+    "DESCRIPTION": "Vertical small models: domains, documents, datasets, training, evaluation and serving.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+SESSION_COOKIE_SECURE = env.env_bool("VSM_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.env_str("VSM_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,13 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("api/", include("domains.api_urls")),
+    path("", include("domains.urls")),
+]
+
+
+
