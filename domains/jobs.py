@@ -82,10 +82,15 @@ def registered_kinds() -> dict[str, JobKind]:
 
 
 def _send(job_id: int) -> None:
+    """Hand a job id to the broker (transport only)."""
     from django_q.tasks import async_task
 
-    Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
     async_task(TASK_PATH, job_id, task_name=f"job-{job_id}", group="vsm-jobs")
+
+
+def _dispatch(job_id: int) -> None:
+    Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
+    _send(job_id)
 
 
 def enqueue_job(*, domain: Domain, kind: str, params: dict | None = None, created_by=None) -> Job:
@@ -100,7 +105,7 @@ def enqueue_job(*, domain: Domain, kind: str, params: dict | None = None, create
         max_attempts=settings.VSM_JOB_MAX_ATTEMPTS,
         message=str(_("Waiting for a worker")),
     )
-    transaction.on_commit(lambda: _send(job.pk))
+    transaction.on_commit(lambda: _dispatch(job.pk))
     return job
 
 
@@ -163,10 +168,14 @@ class JobContext:
         now = time.monotonic()
         final = total is not None and done >= total
         if message is None and not final and now - self._last_write < 0.5:
+            if self._lost.is_set():
+                raise LeaseLost(f"job {self.job_id} is no longer held by this worker")
+            if self._cancel.is_set():  # set by the heartbeat; no query on the hot path
+                raise JobCancelled()
             return
+        self.check_cancelled()
         self._last_write = now
         self._write(**fields)
-        self.check_cancelled()
 
     def log(self, line: str) -> None:
         logger.info("job %s: %s", self.job_id, line)
@@ -324,14 +333,14 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
         ):
             requeued += 1
             logger.warning("job %s requeued: %s", job.pk, note)
-            _send(job.pk)
+            _dispatch(job.pk)
     lost_before = now - timedelta(seconds=max(600, 10 * settings.VSM_JOB_LEASE))
     for job_id in Job.objects.filter(status=Job.Status.QUEUED, enqueued_at__lt=lost_before).values_list(
         "pk", flat=True
     ):
         # Harmless if the first message still arrives: only one delivery can take the job.
         resent += 1
-        _send(job_id)
+        _dispatch(job_id)
     return {"requeued": requeued, "failed": failed, "resent": resent}
 
 

@@ -1,0 +1,51 @@
+from django.contrib import admin
+
+from domains.models import ApiKey, Domain, Job, Membership
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "language", "created_at"]
+    list_filter = ["language"]
+    search_fields = ["slug", "name", "description"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["domain", "user", "role", "created_at"]
+    list_filter = ["role", "domain"]
+    search_fields = ["domain__slug", "user__username", "user__email"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "domain", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["scope", "domain", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "domain__slug"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False  # keys are issued from the domain's key page, where the secret is shown once
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            key.revoke()
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "domain", "kind", "status", "percent", "attempts", "worker", "heartbeat_at", "created_at"]
+    list_filter = ["status", "kind", "domain"]
+    search_fields = ["id", "kind", "message", "error", "domain__slug"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+    date_hierarchy = "created_at"
