@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "vsm-test-secret-key-0123456789-abcdefghijklmnop")
 os.environ.setdefault("VSM_SECURE_COOKIES", "0")
 os.environ.setdefault("VSM_DATA_DIR", "var/test")
+os.environ.setdefault("VSM_QUEUE_NAME", "vsm-test")  # keep test messages apart from a running instance
 
 from vsm_site.settings import *  # noqa: E402,F403
 
