@@ -1,4 +1,23 @@
 """Browser URLs: every page of a domain lives under /d/<slug>/."""
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-urlpatterns = []
+from domains import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("d/<slug:slug>/", views.dashboard, name="domain-dashboard"),
+    path("d/<slug:slug>/jobs/", views.job_list, name="job-list"),
+    path("d/<slug:slug>/jobs/selfcheck/", views.job_selfcheck, name="job-selfcheck"),
+    path("d/<slug:slug>/jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("d/<slug:slug>/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("d/<slug:slug>/members/", views.member_list, name="member-list"),
+    path("d/<slug:slug>/members/add/", views.member_add, name="member-add"),
+    path("d/<slug:slug>/members/<int:pk>/role/", views.member_role, name="member-role"),
+    path("d/<slug:slug>/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
+    path("d/<slug:slug>/keys/", views.key_list, name="key-list"),
+    path("d/<slug:slug>/keys/new/", views.key_create, name="key-create"),
+    path("d/<slug:slug>/keys/<int:pk>/revoke/", views.key_revoke, name="key-revoke"),
+]
