@@ -1,0 +1,79 @@
+"""Domain dashboard: pipeline stage cards and the work running now."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from domains import stages
+from domains.jobs import enqueue_job
+from domains.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+def url(domain):
+    return reverse("domain-dashboard", args=[domain.slug])
+
+
+@pytest.mark.parametrize("role", ["owner", "expert", "viewer"])
+def test_members_see_the_dashboard(client_as, users, domain, role):
+    response = client_as(users[role]).get(url(domain))
+    assert response.status_code == 200
+    assert response.context["access"].role == role
+    assert "University finance" in response.content.decode()
+
+
+def test_stranger_gets_404(client_as, users, domain):
+    assert client_as(users["stranger"]).get(url(domain)).status_code == 404
+
+
+def test_unknown_domain_is_404_like_a_foreign_one(client_as, alice, domain):
+    assert client_as(alice).get("/d/no-such-domain/").status_code == 404
+
+
+def test_anonymous_is_sent_to_login(client, domain):
+    response = client.get(url(domain))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_stages_not_set_up_show_a_dash_not_a_number(client_as, alice, domain):
+    response = client_as(alice).get(url(domain))
+    cards = response.context["cards"]
+    assert [c.key for c in cards] == ["documents", "datasets", "training", "models", "chat"]
+    assert all(c.count is None and c.url is None for c in cards)
+    html = response.content.decode()
+    assert html.count("Not set up yet") == 5
+    assert html.count('class="count" data-count="">—</p>') == 5
+
+
+def test_a_filled_stage_shows_its_count_and_link(client_as, alice, domain, monkeypatch):
+    monkeypatch.setattr(stages, "_STAGES", dict(stages._STAGES))  # undone after the test
+    stages.fill("documents", count=lambda d: 7 if d.slug == "finance" else 0, url_name="job-list")
+    response = client_as(alice).get(url(domain))
+    card = response.context["cards"][0]
+    assert (card.key, card.count, card.url) == ("documents", 7, reverse("job-list", args=["finance"]))
+    html = response.content.decode()
+    assert 'data-count="7">7</p>' in html
+    assert html.count("Not set up yet") == 4
+
+
+def test_fill_refuses_an_unknown_stage():
+    with pytest.raises(KeyError):
+        stages.fill("telepathy", count=lambda d: 0)
+
+
+def test_running_jobs_poll_their_row(client_as, vera, domain, other_domain):
+    running = enqueue_job(domain=domain, kind="selfcheck", params={"steps": 4})
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.RUNNING, progress_done=1, progress_total=4)
+    done = enqueue_job(domain=domain, kind="selfcheck")
+    Job.objects.filter(pk=done.pk).update(status=Job.Status.SUCCEEDED)
+    foreign = enqueue_job(domain=other_domain, kind="selfcheck")
+    response = client_as(vera).get(url(domain))
+    assert [j.pk for j in response.context["active_jobs"]] == [running.pk]
+    html = response.content.decode()
+    assert f'id="job-{running.pk}"' in html
+    assert f'hx-get="{reverse("job-list", args=["finance"])}?job={running.pk}"' in html
+    assert 'hx-trigger="every 1s"' in html
+    assert 'aria-valuenow="25" data-percent="25"' in html
+    assert f'id="job-{done.pk}"' not in html and f'id="job-{foreign.pk}"' not in html
