@@ -1,4 +1,23 @@
-"""REST API under /api/."""
+"""REST API under /api/ (namespace ``api``): domains and everything nested in one, tokens, schema and docs."""
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
-urlpatterns = []
+from domains import api
+
+app_name = "api"
+
+router = SimpleRouter()
+router.register("domains", api.DomainViewSet, basename="domain")
+in_domain = rf"domains/(?P<slug>{api.SLUG_REGEX})"
+router.register(rf"{in_domain}/members", api.MemberViewSet, basename="member")
+router.register(rf"{in_domain}/api-keys", api.ApiKeyViewSet, basename="api-key")
+router.register(rf"{in_domain}/jobs", api.JobViewSet, basename="job")
+
+urlpatterns = [
+    path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    *router.urls,
+]

@@ -1,0 +1,404 @@
+"""The REST API: domains, members, API keys and jobs, every call through the access gate.
+
+``DomainAccessMixin`` resolves the caller's ``Access`` once, in ``initial()``, before any
+handler runs; nested viewsets build every queryset from ``self.access.domain``. So an
+outsider (or a key of another domain) gets 404 for anything in the domain, a role that is
+too low gets 403, and an id that belongs to another domain is simply not found.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import OuterRef, Subquery, Value
+from django.http import Http404
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import exceptions, mixins, permissions, serializers as drf_serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+
+from domains import access as gate
+from domains import services
+from domains.jobs import cancel_job
+from domains.models import ApiKey, Domain, Job, Membership, Role
+from domains.serializers import (
+    STARTABLE_JOB_PARAMS,
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeySerializer,
+    DomainSerializer,
+    DomainUpdateSerializer,
+    JobDetailSerializer,
+    JobSerializer,
+    JobStartSerializer,
+    MembershipCreateSerializer,
+    MembershipRoleSerializer,
+    MembershipSerializer,
+)
+
+SLUG_REGEX = r"[a-z0-9][a-z0-9-]*"
+
+SLUG_PARAMETER = OpenApiParameter(
+    "slug", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=f"^{SLUG_REGEX}$", description="The domain's slug."
+)
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn a service's Django ValidationError into a DRF 400 with the same messages."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        raise exceptions.ValidationError(detail) from exc
+
+
+def _no_store(response: Response) -> Response:
+    """Responses that carry a secret must not be kept by caches or proxies."""
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class DomainAccessMixin:
+    """The access gate for API views; resolves ``self.access`` for the domain in the URL.
+
+    Reads need ``read_role``, writes ``write_role``. ``users_only`` views refuse API keys
+    (keys never reach the owner role anyway; this says why).
+    """
+
+    domain_url_kwarg = "slug"
+    read_role: Role = Role.VIEWER
+    write_role: Role = Role.EXPERT
+    users_only = False
+    access: gate.Access | None = None
+
+    def required_role(self) -> Role:
+        return self.read_role if self.request.method in permissions.SAFE_METHODS else self.write_role
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
+        slug = kwargs.get(self.domain_url_kwarg)
+        if slug is None:
+            return
+        try:
+            self.access = gate.for_request(request, slug, min_role=self.required_role())
+        except Http404:
+            raise exceptions.NotFound(_("No such domain.")) from None
+        except DjangoPermissionDenied as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
+        if self.users_only and self.access.api_key is not None:
+            raise exceptions.PermissionDenied(_("API keys cannot manage members or keys; sign in as an owner."))
+
+    @property
+    def schema_only(self) -> bool:
+        """True while drf-spectacular inspects the view without a request to serve."""
+        return getattr(self, "swagger_fake_view", False)
+
+
+# --- domains -----------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List my domains", description="Your domains, or the API key's own domain."),
+    create=extend_schema(summary="Create a domain", description="Signed-in users only; you become its owner."),
+    retrieve=extend_schema(summary="A domain (members)"),
+    update=extend_schema(summary="Change a domain (owners)"),
+    partial_update=extend_schema(summary="Change a domain (owners)"),
+)
+class DomainViewSet(
+    DomainAccessMixin,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    lookup_field = "slug"
+    lookup_value_regex = SLUG_REGEX
+    write_role = Role.OWNER
+
+    def get_serializer_class(self):
+        return DomainUpdateSerializer if self.action in ("update", "partial_update") else DomainSerializer
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Domain.objects.none()
+        domains = gate.domains_for_request(self.request)
+        if isinstance(self.request.auth, ApiKey):
+            return domains.annotate(my_role=Value(self.request.auth.role.value))
+        role = Membership.objects.filter(domain=OuterRef("pk"), user=self.request.user).values("role")[:1]
+        return domains.annotate(my_role=Subquery(role))
+
+    def get_object(self) -> Domain:
+        domain = self.access.domain
+        domain.my_role = self.access.role.value
+        return domain
+
+    def create(self, request, *args, **kwargs):
+        if isinstance(request.auth, ApiKey):
+            raise exceptions.PermissionDenied(_("API keys belong to one domain and cannot create domains."))
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with api_errors():
+            domain = services.create_domain(owner=request.user, **serializer.validated_data)
+        domain.my_role = Role.OWNER.value
+        return Response(
+            DomainSerializer(domain, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("api:domain-detail", args=[domain.slug])},
+        )
+
+
+# --- members -----------------------------------------------------------------------------
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["members"])
+@extend_schema_view(
+    list=extend_schema(summary="List members"),
+    retrieve=extend_schema(summary="A member"),
+    create=extend_schema(
+        summary="Add a member (owners)",
+        request=MembershipCreateSerializer,
+        responses={201: MembershipSerializer},
+    ),
+    update=extend_schema(
+        summary="Change a member's role (owners)", request=MembershipRoleSerializer, responses=MembershipSerializer
+    ),
+    partial_update=extend_schema(
+        summary="Change a member's role (owners)", request=MembershipRoleSerializer, responses=MembershipSerializer
+    ),
+    destroy=extend_schema(summary="Remove a member (owners)", description="A domain keeps at least one owner."),
+)
+class MemberViewSet(DomainAccessMixin, viewsets.ModelViewSet):
+    """Any member sees who is in the domain; only owners change it."""
+
+    serializer_class = MembershipSerializer
+    write_role = Role.OWNER
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Membership.objects.none()
+        return Membership.objects.for_domain(self.access.domain).select_related("user")
+
+    def create(self, request, *args, **kwargs):
+        data = MembershipCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with api_errors():
+            membership = services.add_member(
+                domain=self.access.domain,
+                user_identifier=data.validated_data["user"],
+                role=data.validated_data["role"],
+            )
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        data = MembershipRoleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with api_errors():
+            membership = services.change_role(membership=membership, role=data.validated_data["role"])
+        return Response(self.get_serializer(membership).data)
+
+    def destroy(self, request, *args, **kwargs):
+        membership = self.get_object()
+        with api_errors():
+            services.remove_member(membership=membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["api-keys"])
+@extend_schema_view(
+    list=extend_schema(summary="List API keys (owners)", description="Secrets are never shown again."),
+    retrieve=extend_schema(summary="An API key (owners)"),
+    create=extend_schema(
+        summary="Issue an API key (owners)",
+        description="The response carries the secret as `key`, once; only its hash is stored.",
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+    ),
+    destroy=extend_schema(
+        summary="Revoke an API key (owners)",
+        description="Revokes the key; the row stays, so its history remains visible.",
+    ),
+)
+class ApiKeyViewSet(
+    DomainAccessMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Owners (signed-in users, never keys) list, issue and revoke the domain's keys."""
+
+    serializer_class = ApiKeySerializer
+    read_role = Role.OWNER
+    write_role = Role.OWNER
+    users_only = True
+
+    def get_queryset(self):
+        if self.schema_only:
+            return ApiKey.objects.none()
+        return ApiKey.objects.for_domain(self.access.domain).select_related("created_by")
+
+    def create(self, request, *args, **kwargs):
+        data = ApiKeyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with api_errors():
+            key, secret = services.issue_api_key(
+                domain=self.access.domain, created_by=request.user, **data.validated_data
+            )
+        key.key = secret
+        body = ApiKeyCreatedSerializer(key, context=self.get_serializer_context()).data
+        return _no_store(Response(body, status=status.HTTP_201_CREATED))
+
+    def perform_destroy(self, instance: ApiKey) -> None:
+        instance.revoke()
+
+    @extend_schema(summary="Revoke an API key (owners)", request=None, responses=ApiKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, *args, **kwargs):
+        key = self.get_object()
+        key.revoke()
+        return Response(self.get_serializer(key).data)
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+
+def _start_selfcheck(access: gate.Access, user, params: dict) -> Job:
+    return services.start_selfcheck(domain=access.domain, created_by=user, **params)
+
+
+# How each kind in STARTABLE_JOB_PARAMS is started: a service that queues the job.
+JOB_STARTERS: dict[str, Callable[[gate.Access, object, dict], Job]] = {
+    "selfcheck": _start_selfcheck,
+}
+assert set(JOB_STARTERS) == set(STARTABLE_JOB_PARAMS), "every startable job kind needs a starter"
+
+
+class JobFinished(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This job has already finished."
+    default_code = "job_finished"
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["jobs"])
+@extend_schema_view(
+    list=extend_schema(
+        summary="List jobs",
+        parameters=[
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                description="Only jobs in these states, comma-separated: " + ", ".join(Job.Status.values),
+            ),
+            OpenApiParameter("kind", OpenApiTypes.STR, description="Only jobs of this kind, e.g. selfcheck."),
+        ],
+    ),
+    retrieve=extend_schema(summary="A job, with progress, log tail and error"),
+    create=extend_schema(
+        summary="Start a job (experts, read/write keys)",
+        description="Queues the job; it is handed to the workers when the request's transaction commits.",
+        request=JobStartSerializer,
+        responses={201: JobDetailSerializer},
+    ),
+)
+class JobViewSet(DomainAccessMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The domain's long work: poll a job for progress; experts and read/write keys start and cancel."""
+
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+
+    def get_serializer_class(self):
+        return JobSerializer if self.action == "list" else JobDetailSerializer
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Job.objects.none()
+        jobs = Job.objects.for_domain(self.access.domain).select_related("created_by")
+        if self.action == "list":
+            jobs = self._filter(jobs)
+        return jobs
+
+    def _filter(self, jobs):
+        params = self.request.query_params
+        if params.get("status"):
+            wanted = [s.strip() for s in params["status"].split(",") if s.strip()]
+            unknown = sorted(set(wanted) - set(Job.Status.values))
+            if unknown:
+                raise exceptions.ValidationError(
+                    {"status": [_("Unknown status %(status)s; use %(known)s.")
+                                % {"status": ", ".join(unknown), "known": ", ".join(Job.Status.values)}]}
+                )
+            jobs = jobs.filter(status__in=wanted)
+        if params.get("kind"):
+            jobs = jobs.filter(kind=params["kind"])
+        return jobs
+
+    def create(self, request, *args, **kwargs):
+        data = JobStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        kind, params = data.validated_data["kind"], data.validated_data["params"]
+        with api_errors():
+            job = JOB_STARTERS[kind](self.access, request.user, params)
+        return Response(
+            JobDetailSerializer(job, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("api:job-detail", args=[self.access.domain.slug, job.pk])},
+        )
+
+    @extend_schema(
+        summary="Cancel a job (experts, read/write keys)",
+        description="A queued job is cancelled at once; a running one stops at its next check.",
+        request=None,
+        responses={
+            200: JobDetailSerializer,
+            409: OpenApiResponse(description="The job has already finished."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, *args, **kwargs):
+        job = self.get_object()
+        if job.is_finished:
+            raise JobFinished()
+        job = cancel_job(job)
+        return Response(self.get_serializer(job).data)
+
+
+# --- user tokens -------------------------------------------------------------------------
+
+
+class TokenRateThrottle(AnonRateThrottle):
+    """Slow down password guessing on the token endpoint (per client address)."""
+
+    scope = "auth-token"
+    rate = "10/minute"
+
+
+@extend_schema(
+    summary="Obtain a user token",
+    description="Exchange a username and password for a token; send it as `Authorization: Token <token>`.",
+    request=AuthTokenSerializer,
+    responses={200: inline_serializer("UserToken", {"token": drf_serializers.CharField()})},
+    auth=[],
+)
+class ObtainTokenView(ObtainAuthToken):
+    """DRF's token endpoint, credential-only (no session, no key) and throttled."""
+
+    authentication_classes = []
+    throttle_classes = [TokenRateThrottle]
+
+    def post(self, request, *args, **kwargs):
+        return _no_store(super().post(request, *args, **kwargs))
