@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Subquery, Value
-from django.http import Http404
+from django.http import Http404, HttpResponse
+from django.template import engines
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.views import SpectacularRedocView
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, mixins, permissions, serializers as drf_serializers, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -402,3 +405,29 @@ class ObtainTokenView(ObtainAuthToken):
 
     def post(self, request, *args, **kwargs):
         return _no_store(super().post(request, *args, **kwargs))
+
+
+# --- docs --------------------------------------------------------------------------------
+
+# drf-spectacular's Redoc page links Google Fonts; VSM must work without internet, so the
+# head is replaced by one without them (Redoc falls back to the system fonts).
+_REDOC_TEMPLATE = """{% extends "drf_spectacular/redoc.html" %}{% block head %}
+    <title>{{ title|default:"Redoc" }}</title>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <style>body { margin: 0; padding: 0; }</style>
+{% endblock head %}"""
+
+
+@cache
+def _redoc_template():
+    return engines["django"].from_string(_REDOC_TEMPLATE)
+
+
+class LocalRedocView(SpectacularRedocView):
+    """Redoc from the sidecar's static files, with no request to any other host."""
+
+    @extend_schema(exclude=True)
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        return HttpResponse(_redoc_template().render(response.data, request))

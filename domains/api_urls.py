@@ -1,6 +1,6 @@
 """REST API under /api/ (namespace ``api``): domains and everything nested in one, tokens, schema and docs."""
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from domains import api
@@ -18,6 +18,6 @@ urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("redoc/", api.LocalRedocView.as_view(url_name="api:schema"), name="redoc"),
     *router.urls,
 ]
