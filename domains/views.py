@@ -151,17 +151,18 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Cancel a queued job now, or ask a running one to stop at its next check."""
     access = gate.for_request(request, slug, min_role=Role.EXPERT)
     job = _job_of(access, pk)
-    if job.is_finished:
-        messages.info(request, _("This job had already finished."))
-    else:
+    finished_before = job.is_finished
+    if not finished_before:
         job = cancel_job(job)
-        if job.status == Job.Status.CANCELLED:
-            messages.success(request, _("Job cancelled."))
-        else:
-            messages.info(request, _("Asked the worker to stop; the job ends at its next check."))
-    if request.htmx:
+    if request.htmx:  # the panel shows the new state itself
         context = {"access": access, "domain": access.domain, "job": job, "section": "jobs"}
         return render(request, "domains/job_detail.html#job-panel", context)
+    if finished_before:
+        messages.info(request, _("This job had already finished."))
+    elif job.status == Job.Status.CANCELLED:
+        messages.success(request, _("Job cancelled."))
+    else:
+        messages.info(request, _("Asked the worker to stop; the job ends at its next check."))
     return redirect(job)
 
 
