@@ -18,9 +18,10 @@ from django.http import Http404, HttpResponse
 from django.template import engines
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.views import SpectacularRedocView
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.views import SpectacularRedocView
 from rest_framework import exceptions, mixins, permissions, serializers as drf_serializers, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -98,7 +99,7 @@ class DomainAccessMixin:
         except DjangoPermissionDenied as exc:
             raise exceptions.PermissionDenied(str(exc)) from None
         if self.users_only and self.access.api_key is not None:
-            raise exceptions.PermissionDenied(_("API keys cannot manage members or keys; sign in as an owner."))
+            raise exceptions.PermissionDenied(_("API keys cannot do this; sign in as an owner of the domain."))
 
     @property
     def schema_only(self) -> bool:
@@ -293,7 +294,7 @@ assert set(JOB_STARTERS) == set(STARTABLE_JOB_PARAMS), "every startable job kind
 
 class JobFinished(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "This job has already finished."
+    default_detail = gettext_lazy("This job has already finished.")
     default_code = "job_finished"
 
 
