@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from domains.jobs import JobContext, job_handler
 
@@ -16,5 +17,6 @@ def selfcheck(ctx: JobContext) -> dict:
     ctx.log(f"worker check: {steps} steps of {delay}s")
     for step in range(1, steps + 1):
         time.sleep(delay)
-        ctx.progress(step, steps, message=str(_("Step %(step)d of %(steps)d")) % {"step": step, "steps": steps})
+        # A fixed message (translated where it is shown); the step count is in the progress fields.
+        ctx.progress(step, steps, message=gettext_noop("Checking the worker"))
     return {"steps": steps}

@@ -147,6 +147,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Stable enum names, so a later app's own "status" field cannot rename these in clients.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "domains.models.Job.Status",
+        "RoleEnum": "domains.models.Role",
+        "ApiKeyScopeEnum": "domains.models.ApiKey.Scope",
+        "LanguageEnum": "domains.models.Domain.Language",
+    },
 }
 
 # Behind TLS (directly or through a proxy that sets X-Forwarded-Proto), turn on VSM_HTTPS.

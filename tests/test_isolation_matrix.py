@@ -1,0 +1,114 @@
+"""Every domain URL in the URL conf × caller → expected status, generated so a new endpoint cannot escape.
+
+The URL list is walked from the resolver: any pattern with a domain ``slug`` is checked,
+with real object ids of the domain filled in for the other parameters.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from domains.jobs import enqueue_job
+from domains.models import ApiKey, Membership
+
+SLUG_KWARG = re.compile(r"<slug:slug>|\(\?P<slug>[^)]*\)")
+PK_KWARG = re.compile(r"<int:pk>|\(\?P<pk>[^)]*\)")
+
+
+def _walk(patterns, prefix=""):
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            yield from _walk(p.url_patterns, prefix + str(p.pattern))
+        elif isinstance(p, URLPattern):
+            yield prefix + str(p.pattern)
+
+
+DOMAIN_ROUTES = sorted({r for r in _walk(get_resolver().url_patterns) if SLUG_KWARG.search(r)})
+
+
+def test_the_matrix_covers_the_domain_pages_and_api():
+    assert any(r.startswith("d/") for r in DOMAIN_ROUTES) and any(r.startswith("api/") for r in DOMAIN_ROUTES)
+    assert len(DOMAIN_ROUTES) >= 20
+
+
+@pytest.fixture
+def ids(domain, alice, bob):
+    key, _ = ApiKey.issue(domain=domain, name="crm", scope="read", created_by=alice)
+    job = enqueue_job(domain=domain, kind="selfcheck", created_by=alice)
+    return {
+        "members": Membership.objects.get(domain=domain, user=bob).pk,
+        "api-keys": key.pk, "keys": key.pk, "jobs": job.pk,
+    }
+
+
+def _url(route: str, ids: dict, slug: str = "finance") -> str:
+    path = SLUG_KWARG.sub(slug, route).replace("^", "").replace("$", "")
+    if PK_KWARG.search(path):
+        collection = PK_KWARG.split(path)[0].rstrip("/").rsplit("/", 1)[-1]
+        path = PK_KWARG.sub(str(ids[collection]), path)
+    return "/" + path
+
+
+@pytest.mark.parametrize("route", DOMAIN_ROUTES)
+def test_stranger_gets_404_for_every_method(route, ids, charlie, other_domain):
+    url = _url(route, ids)
+    if route.startswith("api/"):
+        client = APIClient()
+        client.force_login(charlie)
+    else:
+        from django.test import Client
+
+        client = Client()
+        client.force_login(charlie)
+    nowhere = _url(route, ids, slug="no-such-domain")
+    statuses = {}
+    for method in ("get", "post", "put", "patch", "delete"):
+        status = getattr(client, method)(url).status_code
+        # A method the route never accepts may answer 405 before the gate, but exactly as it
+        # does for a domain that does not exist: nothing about the domain leaks.
+        assert status in (404, 405), f"{method.upper()} {url} as a stranger gave {status}"
+        assert status == getattr(client, method)(nowhere).status_code, f"{method.upper()} {url} differs"
+        statuses[method] = status
+    assert 404 in statuses.values(), f"{url} never reached the access gate"
+
+
+@pytest.mark.parametrize("route", [r for r in DOMAIN_ROUTES if r.startswith("api/")])
+def test_key_of_another_domain_gets_404(route, ids, other_domain, charlie):
+    _, secret = ApiKey.issue(domain=other_domain, name="theirs", scope="read_write", created_by=charlie)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    url = _url(route, ids)
+    for method in ("get", "post", "delete"):
+        status = getattr(client, method)(url).status_code
+        assert status == 404, f"{method.upper()} {url} with another domain's key gave {status}"
+
+
+@pytest.mark.parametrize("route", DOMAIN_ROUTES)
+def test_anonymous_is_sent_to_log_in(route, ids, client):
+    url = _url(route, ids)
+    response = client.get(url)
+    if route.startswith("api/"):
+        assert response.status_code in (401, 403), url
+    else:
+        assert response.status_code == 302 and "/login/" in response["Location"], url
+
+
+@pytest.mark.parametrize("route", DOMAIN_ROUTES)
+def test_viewer_cannot_write(route, ids, vera):
+    url = _url(route, ids)
+    client = APIClient()
+    client.force_login(vera)
+    for method in ("post", "put", "patch", "delete"):
+        status = getattr(client, method)(url).status_code
+        assert status in (403, 405), f"{method.upper()} {url} as a viewer gave {status}"
+
+
+@pytest.mark.parametrize("route", DOMAIN_ROUTES)
+def test_owner_reaches_every_route(route, ids, alice):
+    """The URLs built above are real: the owner is never told they do not exist."""
+    client = APIClient()
+    client.force_login(alice)
+    assert client.get(_url(route, ids)).status_code in (200, 405)
