@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext_noop as N_  # stored in English, translated when shown
+from django.utils.translation import gettext_noop  # messages are stored in English and translated when shown
 
 from domains.models import Domain, Job
 
@@ -103,7 +103,7 @@ def enqueue_job(*, domain: Domain, kind: str, params: dict | None = None, create
         params=params or {},
         created_by=created_by if created_by and created_by.is_authenticated else None,
         max_attempts=settings.VSM_JOB_MAX_ATTEMPTS,
-        message=N_("Waiting for a worker"),
+        message=gettext_noop("Waiting for a worker"),
     )
     transaction.on_commit(lambda: _dispatch(job.pk))
     return job
@@ -113,12 +113,12 @@ def cancel_job(job: Job) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next check."""
     now = timezone.now()
     if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
-        status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, message=N_("Cancelled")
+        status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, message=gettext_noop("Cancelled")
     ):
         pass
     else:
         Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-            cancel_requested=True, message=N_("Cancelling…")
+            cancel_requested=True, message=gettext_noop("Cancelling…")
         )
     job.refresh_from_db()
     return job
@@ -239,7 +239,7 @@ def run_job(job_id: int) -> str:
         attempts=F("attempts") + 1,
         worker=_worker_name(),
         error="",
-        message=N_("Running"),
+        message=gettext_noop("Running"),
     )
     if not taken:
         logger.info("job %s not taken: it is not queued (duplicate delivery, cancelled or gone)", job_id)
@@ -260,7 +260,7 @@ def run_job(job_id: int) -> str:
         logger.warning("job %s: lease lost, leaving the row to its new owner", job_id)
         return "lost"
     except JobCancelled:
-        return _finish(ctx, Job.Status.CANCELLED, message=N_("Cancelled"))
+        return _finish(ctx, Job.Status.CANCELLED, message=gettext_noop("Cancelled"))
     except JobError as exc:
         return _finish(ctx, Job.Status.FAILED, error=str(exc))
     except Exception as exc:
@@ -270,7 +270,7 @@ def run_job(job_id: int) -> str:
     finally:
         beat.stop_event.set()
         beat.join(timeout=5)
-    return _finish(ctx, Job.Status.SUCCEEDED, result=result or {}, message=N_("Done"))
+    return _finish(ctx, Job.Status.SUCCEEDED, result=result or {}, message=gettext_noop("Done"))
 
 
 def _finish(ctx: JobContext, status: str, *, error: str = "", result: dict | None = None, message: str = "") -> str:
@@ -282,7 +282,7 @@ def _finish(ctx: JobContext, status: str, *, error: str = "", result: dict | Non
     }
     if error:
         fields["error"] = error
-        fields["message"] = N_("Failed")
+        fields["message"] = gettext_noop("Failed")
         fields["log_tail"] = _append_log(ctx._log, f"error: {error}")
     if message:
         fields["message"] = message
@@ -308,7 +308,7 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
     for job in Job.objects.stale(now):
         if job.cancel_requested:
             if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=job.lease_owner).update(
-                status=Job.Status.CANCELLED, finished_at=now, lease_expires_at=None, message=N_("Cancelled")
+                status=Job.Status.CANCELLED, finished_at=now, lease_expires_at=None, message=gettext_noop("Cancelled")
             ):
                 failed += 1
             continue
@@ -320,7 +320,7 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
             )
             if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=job.lease_owner).update(
                 status=Job.Status.FAILED, finished_at=now, lease_expires_at=None, error=error,
-                message=N_("Failed"), log_tail=_append_log(job.log_tail, f"error: {error}"),
+                message=gettext_noop("Failed"), log_tail=_append_log(job.log_tail, f"error: {error}"),
             ):
                 failed += 1
                 logger.error("job %s failed: %s", job.pk, error)
@@ -328,7 +328,7 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
         note = f"{now:%H:%M:%S} worker {job.worker} stopped responding (no heartbeat for {silent}s); requeued"
         if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=job.lease_owner).update(
             status=Job.Status.QUEUED, lease_owner="", lease_expires_at=None,
-            message=N_("Requeued after the worker stopped responding"),
+            message=gettext_noop("Requeued after the worker stopped responding"),
             log_tail=_append_log(job.log_tail, note),
         ):
             requeued += 1
