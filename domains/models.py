@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.urls import reverse
@@ -40,6 +40,13 @@ class Domain(models.Model):
     name = models.CharField(_("name"), max_length=200)
     description = models.TextField(_("description"), blank=True)
     language = models.CharField(_("language"), max_length=2, choices=Language.choices, default=Language.ZH)
+    # Chunking, per domain (defaults from the field: 2,000 characters with 200 of overlap).
+    chunk_target_chars = models.PositiveIntegerField(
+        _("chunk size (characters)"), default=2000, validators=[MinValueValidator(200), MaxValueValidator(20000)]
+    )
+    chunk_overlap_chars = models.PositiveIntegerField(
+        _("chunk overlap (characters)"), default=200, validators=[MaxValueValidator(5000)]
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -50,6 +57,9 @@ class Domain(models.Model):
         verbose_name_plural = _("domains")
         constraints = [
             models.CheckConstraint(condition=Q(language__in=["zh", "en"]), name="domain_language_valid"),
+            models.CheckConstraint(
+                condition=Q(chunk_overlap_chars__lt=F("chunk_target_chars")), name="domain_overlap_below_size"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -279,3 +289,112 @@ class Job(models.Model):
         if not self.progress_total:
             return 0
         return min(100, int(100 * self.progress_done / self.progress_total))
+
+
+class Document(models.Model):
+    """One uploaded file, stored once per domain by content hash, and what ingestion made of it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting")
+        PROCESSING = "processing", _("Processing")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="documents")
+    filename = models.CharField(_("file name"), max_length=255)
+    content_hash = models.CharField(max_length=64, help_text=_("SHA-256 of the file"))
+    size_bytes = models.BigIntegerField(default=0)
+    kind = models.CharField(_("type"), max_length=20, blank=True, help_text=_("sniffed from the content"))
+    storage_path = models.CharField(max_length=500, blank=True, help_text=_("relative to VSM_DATA_DIR"))
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(_("error"), blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    ocr_pages = models.JSONField(default=list, blank=True, help_text=_("page numbers read by OCR"))
+    ocr_confidence = models.FloatField(null=True, blank=True, help_text=_("mean OCR confidence of those pages"))
+    chunk_count = models.PositiveIntegerField(default=0)
+    warnings = models.JSONField(default=list, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    last_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(_("uploaded"), auto_now_add=True)
+    ingested_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("document")
+        verbose_name_plural = _("documents")
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "content_hash"], name="document_unique_content"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "processing", "ready", "failed"]), name="document_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.filename
+
+    def get_absolute_url(self) -> str:
+        return reverse("document-detail", args=[self.domain.slug, self.pk])
+
+    @property
+    def path(self):
+        return settings.VSM_DATA_DIR / self.storage_path if self.storage_path else None
+
+
+class DocumentPage(models.Model):
+    """The cleaned text of one page (or section, for formats without pages), for display beside the chunks."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="pages")
+    number = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    ocr = models.BooleanField(default=False)
+    ocr_confidence = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["document", "number"]
+        constraints = [models.UniqueConstraint(fields=["document", "number"], name="page_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.document} p.{self.number}"
+
+
+class Chunk(models.Model):
+    """A piece of a document sized for retrieval and question generation, with where it came from."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    heading_path = models.JSONField(default=list, blank=True)
+    page_start = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    char_start = models.PositiveIntegerField(default=0)
+    char_end = models.PositiveIntegerField(default=0)
+    length = models.PositiveIntegerField(default=0)
+    content_hash = models.CharField(max_length=64)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["document", "ordinal"]
+        verbose_name = _("chunk")
+        verbose_name_plural = _("chunks")
+        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_ordinal")]
+        indexes = [models.Index(fields=["domain", "content_hash"])]
+
+    def __str__(self) -> str:
+        return f"{self.document} #{self.ordinal}"
+
+    @property
+    def heading(self) -> str:
+        return " › ".join(self.heading_path)
+
+    @property
+    def pages_label(self) -> str:
+        if self.page_start is None:
+            return ""
+        if self.page_end in (None, self.page_start):
+            return str(self.page_start)
+        return f"{self.page_start}–{self.page_end}"

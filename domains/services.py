@@ -1,14 +1,20 @@
 """Workflows across models, shared by the browser views and the API (keyword-only functions)."""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
+from domains import storage
 from domains.jobs import enqueue_job
-from domains.models import ApiKey, Domain, Job, Membership, Role
+from domains.models import ApiKey, Document, Domain, Job, Membership, Role
+from domains.signals import chunks_removed
 
 
 @transaction.atomic
@@ -98,3 +104,118 @@ def start_selfcheck(*, domain: Domain, created_by, steps: int = 10, step_seconds
     return enqueue_job(
         domain=domain, kind="selfcheck", params={"steps": steps, "step_seconds": step_seconds}, created_by=created_by
     )
+
+
+# Documents ----------------------------------------------------------------------------------
+
+
+@dataclass
+class UploadOutcome:
+    """What happened to one uploaded file, in words for the person who uploaded it."""
+
+    filename: str
+    document: Document | None = None
+    created: bool = False
+    error: str = ""
+
+    @property
+    def duplicate(self) -> bool:
+        return self.document is not None and not self.created
+
+
+def _ingest_config_limits() -> dict:
+    return {"max_bytes": settings.VSM_MAX_UPLOAD_MB * 1024 * 1024, "max_pages": settings.VSM_MAX_PDF_PAGES}
+
+
+def upload_documents(*, domain: Domain, files, uploaded_by, oversized=()) -> list[UploadOutcome]:
+    """Store each file once per domain (by content hash) and queue its ingestion.
+
+    The type is sniffed from the bytes; a file that cannot be read becomes a Document with
+    the reason, so the person sees why. The same content uploaded again is the existing
+    Document, and the outcome says so.
+    """
+    from domains.engine.config import IngestConfig
+    from domains.engine.errors import LoadError
+    from domains.engine.sniff import sniff
+
+    limit_mb = settings.VSM_MAX_UPLOAD_MB
+    outcomes = [
+        UploadOutcome(name, error=_("%(name)s is larger than the %(mb)d MB limit.") % {"name": name, "mb": limit_mb})
+        for name in oversized
+    ]
+    config = IngestConfig(**_ingest_config_limits())
+    for upload in files:
+        name = os.path.basename(upload.name or "document")[:255] or "document"
+        try:
+            path, sha, size = storage.store_by_hash(domain.slug, upload, max_bytes=limit_mb * 1024 * 1024)
+        except storage.FileTooLarge:
+            outcomes.append(UploadOutcome(
+                name, error=_("%(name)s is larger than the %(mb)d MB limit.") % {"name": name, "mb": limit_mb}
+            ))
+            continue
+        existing = Document.objects.filter(domain=domain, content_hash=sha).first()
+        if existing:
+            outcomes.append(UploadOutcome(name, document=existing))
+            continue
+        kind, error, code = "", "", ""
+        try:
+            kind = sniff(path, config, name=name)
+        except LoadError as exc:
+            error, code = exc.message, exc.code
+        try:
+            with transaction.atomic():
+                document = Document.objects.create(
+                    domain=domain, filename=name, content_hash=sha, size_bytes=size, kind=kind,
+                    storage_path=storage.relative(path), uploaded_by=uploaded_by if uploaded_by.is_authenticated else None,
+                    status=Document.Status.FAILED if error else Document.Status.PENDING, error=error, error_code=code,
+                )
+                if not error:
+                    _queue_ingest(document, uploaded_by)
+        except IntegrityError:  # the same file uploaded at the same moment by someone else
+            outcomes.append(UploadOutcome(name, document=Document.objects.get(domain=domain, content_hash=sha)))
+            continue
+        outcomes.append(UploadOutcome(name, document=document, created=True))
+    return outcomes
+
+
+def _queue_ingest(document: Document, by) -> Job:
+    job = enqueue_job(domain=document.domain, kind="ingest", params={"document_id": document.pk}, created_by=by)
+    Document.objects.filter(pk=document.pk).update(last_job=job)
+    document.last_job = job
+    return job
+
+
+@transaction.atomic
+def reingest_document(*, document: Document, by) -> Job:
+    """Read the document again from its stored file (after a fix, or with new OCR settings)."""
+    if document.last_job_id and Job.objects.filter(pk=document.last_job_id).active().exists():
+        raise ValidationError({"document": _("This document is already being processed.")})
+    if not document.path or not document.path.exists():
+        raise ValidationError({"document": _("The stored file is missing; upload the document again.")})
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.PENDING, error="", error_code="")
+    document.status = Document.Status.PENDING
+    return _queue_ingest(document, by)
+
+
+def delete_document(*, document: Document) -> None:
+    """Remove a document, its pages and chunks, and its file; datasets built on it are told."""
+    path = document.path
+    with transaction.atomic():
+        chunk_ids = list(document.chunks.values_list("pk", flat=True))
+        chunks_removed.send(sender=Document, document=document, chunk_ids=chunk_ids)
+        document.delete()
+    if path is not None:
+        transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+@transaction.atomic
+def update_chunking(*, domain: Domain, target_chars: int, overlap_chars: int, by) -> Job | None:
+    """Change the domain's chunk size and overlap, and re-chunk its documents as a job."""
+    domain.chunk_target_chars, domain.chunk_overlap_chars = int(target_chars), int(overlap_chars)
+    if domain.chunk_overlap_chars >= domain.chunk_target_chars:
+        raise ValidationError({"chunk_overlap_chars": _("The overlap must be smaller than the chunk size.")})
+    domain.full_clean()
+    domain.save(update_fields=["chunk_target_chars", "chunk_overlap_chars"])
+    if not Document.objects.for_domain(domain).filter(status=Document.Status.READY).exists():
+        return None
+    return enqueue_job(domain=domain, kind="rechunk", created_by=by)

@@ -104,6 +104,11 @@ VSM_MAX_UPLOAD_MB = env.env_int("VSM_MAX_UPLOAD_MB", 100, minimum=1)
 VSM_MAX_PDF_PAGES = env.env_int("VSM_MAX_PDF_PAGES", 2000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "domains.uploads.SizeLimitUploadHandler",  # first: stops reading a file over the limit
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_NUMBER_FILES = env.env_int("VSM_MAX_UPLOAD_FILES", 100, minimum=1)
 
 # Background jobs. The Job row is the truth; the broker is transport only (see domains/jobs.py).
