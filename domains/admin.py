@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from domains.models import ApiKey, Domain, Job, Membership
+from domains.models import ApiKey, Chunk, Document, DocumentPage, Domain, Job, Membership
 
 
 class MembershipInline(admin.TabularInline):
@@ -49,3 +49,34 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "kind", "message", "error", "domain__slug"]
     readonly_fields = [f.name for f in Job._meta.fields]
     date_hierarchy = "created_at"
+
+
+class DocumentPageInline(admin.TabularInline):
+    model = DocumentPage
+    extra = 0
+    fields = ["number", "ocr", "ocr_confidence"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ["filename", "domain", "kind", "status", "page_count", "chunk_count", "size_bytes", "created_at"]
+    list_filter = ["status", "kind", "domain"]
+    search_fields = ["filename", "content_hash", "error", "domain__slug"]
+    readonly_fields = ["content_hash", "storage_path", "size_bytes", "kind", "last_job", "ingested_at"]
+    inlines = [DocumentPageInline]
+
+
+@admin.register(DocumentPage)
+class DocumentPageAdmin(admin.ModelAdmin):
+    list_display = ["document", "number", "ocr", "ocr_confidence"]
+    list_filter = ["ocr", "document__domain"]
+    search_fields = ["text", "document__filename"]
+
+
+@admin.register(Chunk)
+class ChunkAdmin(admin.ModelAdmin):
+    list_display = ["document", "ordinal", "heading", "pages_label", "length"]
+    list_filter = ["domain"]
+    search_fields = ["text", "document__filename", "content_hash"]

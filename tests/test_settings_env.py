@@ -33,6 +33,13 @@ def test_env_int_bounds_and_garbage():
         env.env_int("N", 5, minimum=1, environ={"N": "0"})
 
 
+def test_env_choice():
+    assert env.env_choice("OCR", "rapidocr", ("rapidocr", "paddle"), {}) == "rapidocr"
+    assert env.env_choice("OCR", "rapidocr", ("rapidocr", "paddle"), {"OCR": "paddle"}) == "paddle"
+    with pytest.raises(ImproperlyConfigured, match="OCR must be one of rapidocr, paddle, got 'tesseract'"):
+        env.env_choice("OCR", "rapidocr", ("rapidocr", "paddle"), {"OCR": "tesseract"})
+
+
 def test_env_list_splits_and_trims():
     assert env.env_list("H", [], {"H": " a.example, b.example ,,"}) == ["a.example", "b.example"]
     assert env.env_list("H", ["x"], {}) == ["x"]

@@ -102,6 +102,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Upload limits (documents are checked again by the loaders; these bound the request).
 VSM_MAX_UPLOAD_MB = env.env_int("VSM_MAX_UPLOAD_MB", 100, minimum=1)
 VSM_MAX_PDF_PAGES = env.env_int("VSM_MAX_PDF_PAGES", 2000, minimum=1)
+VSM_OCR_BACKEND = env.env_choice("VSM_OCR_BACKEND", "rapidocr", ("rapidocr", "paddle"))  # or "paddle" when PaddleOCR is installed
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
