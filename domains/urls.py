@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from domains import views
+from domains import views, views_documents
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,6 +13,12 @@ urlpatterns = [
     path("d/<slug:slug>/jobs/selfcheck/", views.job_selfcheck, name="job-selfcheck"),
     path("d/<slug:slug>/jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("d/<slug:slug>/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("d/<slug:slug>/documents/", views_documents.document_list, name="document-list"),
+    path("d/<slug:slug>/documents/upload/", views_documents.document_upload, name="document-upload"),
+    path("d/<slug:slug>/documents/chunking/", views_documents.document_chunking, name="document-chunking"),
+    path("d/<slug:slug>/documents/<int:pk>/", views_documents.document_detail, name="document-detail"),
+    path("d/<slug:slug>/documents/<int:pk>/reingest/", views_documents.document_reingest, name="document-reingest"),
+    path("d/<slug:slug>/documents/<int:pk>/delete/", views_documents.document_delete, name="document-delete"),
     path("d/<slug:slug>/members/", views.member_list, name="member-list"),
     path("d/<slug:slug>/members/add/", views.member_add, name="member-add"),
     path("d/<slug:slug>/members/<int:pk>/role/", views.member_role, name="member-role"),
