@@ -22,22 +22,29 @@ from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from drf_spectacular.views import SpectacularRedocView
-from rest_framework import exceptions, mixins, permissions, serializers as drf_serializers, status, viewsets
+from rest_framework import exceptions, generics, mixins, permissions, serializers as drf_serializers, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 
 from domains import access as gate
 from domains import services
+from domains.document_outcomes import describe_outcome
 from domains.jobs import cancel_job
-from domains.models import ApiKey, Domain, Job, Membership, Role
+from domains.models import ApiKey, Chunk, Document, DocumentPage, Domain, Job, Membership, Role
 from domains.serializers import (
     STARTABLE_JOB_PARAMS,
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
+    ChunkingSerializer,
+    ChunkSerializer,
+    DocumentPageSerializer,
+    DocumentSerializer,
+    DocumentUploadSerializer,
     DomainSerializer,
     DomainUpdateSerializer,
     JobDetailSerializer,
@@ -46,6 +53,7 @@ from domains.serializers import (
     MembershipCreateSerializer,
     MembershipRoleSerializer,
     MembershipSerializer,
+    UploadResultSerializer,
 )
 
 SLUG_REGEX = r"[a-z0-9][a-z0-9-]*"
@@ -379,6 +387,193 @@ class JobViewSet(DomainAccessMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             raise JobFinished()
         job = cancel_job(job)
         return Response(self.get_serializer(job).data)
+
+
+# --- documents ---------------------------------------------------------------------------
+
+
+def _status_filter(queryset, value: str | None, choices) -> object:
+    """Keep rows whose status is one of the comma-separated ``value``; 400 for an unknown one."""
+    if not value:
+        return queryset
+    wanted = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(choices.values))
+    if unknown:
+        raise exceptions.ValidationError(
+            {"status": [_("Unknown status %(status)s; use %(known)s.")
+                        % {"status": ", ".join(unknown), "known": ", ".join(choices.values)}]}
+        )
+    return queryset.filter(status__in=wanted)
+
+
+class DocumentBusy(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = gettext_lazy("This document is already being processed.")
+    default_code = "document_busy"
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["documents"])
+@extend_schema_view(
+    list=extend_schema(
+        summary="List documents",
+        parameters=[
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                description="Only documents in these states, comma-separated: " + ", ".join(Document.Status.values),
+            ),
+        ],
+    ),
+    retrieve=extend_schema(summary="A document, with its ingestion status and last job"),
+    create=extend_schema(
+        summary="Upload documents (experts, read/write keys)",
+        description=(
+            "Multipart form data with one or more files in the field `files`. Each file is stored once per "
+            "domain (by content hash), its type is sniffed from its bytes, and its reading is queued as a job. "
+            "The answer gives one outcome per file: `uploaded`, `duplicate` (the existing document) or "
+            "`refused` (with the reason: too large, empty, a type VSM does not read…). "
+            "201 when at least one new document was stored, 200 when none was."
+        ),
+        request={"multipart/form-data": DocumentUploadSerializer},
+        responses={201: UploadResultSerializer, 200: UploadResultSerializer},
+    ),
+    destroy=extend_schema(
+        summary="Delete a document (experts, read/write keys)",
+        description="Removes its pages, chunks and stored file. Datasets built from it are marked stale; "
+                    "reviewed QA pairs are kept.",
+    ),
+)
+class DocumentViewSet(
+    DomainAccessMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The domain's documents: upload, follow their reading, read their pages and chunks."""
+
+    serializer_class = DocumentSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Document.objects.none()
+        documents = Document.objects.for_domain(self.access.domain).select_related("uploaded_by", "last_job")
+        if self.action == "list":
+            documents = _status_filter(documents, self.request.query_params.get("status"), Document.Status)
+        return documents
+
+    def create(self, request, *args, **kwargs):
+        files = request.FILES.getlist("files")
+        oversized = getattr(request, "vsm_oversized", [])  # set by the upload handler while parsing
+        if not files and not oversized:
+            raise exceptions.ValidationError({"files": [_("Send one or more files in the field files.")]})
+        outcomes = services.upload_documents(
+            domain=self.access.domain, files=files, uploaded_by=request.user, oversized=oversized
+        )
+        reports = [describe_outcome(outcome) for outcome in outcomes]
+        context = self.get_serializer_context()
+        results = [
+            {
+                "filename": report.filename,
+                "outcome": report.outcome,
+                "message": report.message,
+                "document": DocumentSerializer(report.document, context=context).data if report.document else None,
+            }
+            for report in reports
+        ]
+        created = any(outcome.created for outcome in outcomes)
+        return Response({"results": results}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def perform_destroy(self, instance: Document) -> None:
+        services.delete_document(document=instance)
+
+    @extend_schema(
+        summary="Read a document again (experts, read/write keys)",
+        description="Queues a new ingest job from the stored file; its pages and chunks are replaced.",
+        request=None,
+        responses={
+            202: DocumentSerializer,
+            409: OpenApiResponse(description="The document is already being processed."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reingest(self, request, *args, **kwargs):
+        document = self.get_object()
+        try:
+            services.reingest_document(document=document, by=request.user)
+        except DjangoValidationError as exc:
+            if document.last_job_id and Job.objects.filter(pk=document.last_job_id).active().exists():
+                raise DocumentBusy() from exc
+            raise exceptions.ValidationError(
+                exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+            ) from exc
+        document = self.get_queryset().get(pk=document.pk)
+        return Response(self.get_serializer(document).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="The text of each page of a document", responses=DocumentPageSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=DocumentPageSerializer)
+    def pages(self, request, *args, **kwargs):
+        document = self.get_object()
+        return self._paginated(DocumentPage.objects.filter(document=document).order_by("number"))
+
+    @extend_schema(
+        summary="The chunks of a document",
+        parameters=[OpenApiParameter("page", OpenApiTypes.INT, description="Only chunks covering this page.")],
+        responses=ChunkSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], serializer_class=ChunkSerializer)
+    def chunks(self, request, *args, **kwargs):
+        document = self.get_object()
+        chunks = Chunk.objects.filter(document=document).order_by("ordinal")
+        page = request.query_params.get("page")
+        if page:
+            try:
+                number = int(page)
+            except ValueError:
+                raise exceptions.ValidationError({"page": [_("Give a page number.")]}) from None
+            chunks = chunks.filter(page_start__lte=number, page_end__gte=number)
+        return self._paginated(chunks)
+
+    def _paginated(self, queryset) -> Response:
+        page = self.paginate_queryset(queryset)
+        serializer = self.get_serializer(page, many=True)
+        return self.get_paginated_response(serializer.data)
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["documents"])
+@extend_schema_view(
+    get=extend_schema(summary="A domain's chunk settings"),
+    patch=extend_schema(
+        summary="Change the chunk settings (owners)",
+        description="Saves the chunk size and overlap; if the domain has ready documents, a `rechunk` job "
+                    "re-chunks them and is returned as `job`.",
+    ),
+)
+class ChunkingView(DomainAccessMixin, generics.RetrieveUpdateAPIView):
+    """How a domain's documents are split into chunks; members read it, owners change it."""
+
+    serializer_class = ChunkingSerializer
+    read_role = Role.VIEWER
+    write_role = Role.OWNER
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_object(self) -> Domain:
+        return self.access.domain
+
+    def perform_update(self, serializer) -> None:
+        domain = serializer.instance
+        data = serializer.validated_data
+        with api_errors():
+            job = services.update_chunking(
+                domain=domain,
+                target_chars=data.get("chunk_target_chars", domain.chunk_target_chars),
+                overlap_chars=data.get("chunk_overlap_chars", domain.chunk_overlap_chars),
+                by=self.request.user,
+            )
+        domain.job = job
 
 
 # --- user tokens -------------------------------------------------------------------------

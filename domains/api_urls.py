@@ -1,5 +1,5 @@
 """REST API under /api/ (namespace ``api``): domains and everything nested in one, tokens, schema and docs."""
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -13,11 +13,13 @@ in_domain = rf"domains/(?P<slug>{api.SLUG_REGEX})"
 router.register(rf"{in_domain}/members", api.MemberViewSet, basename="member")
 router.register(rf"{in_domain}/api-keys", api.ApiKeyViewSet, basename="api-key")
 router.register(rf"{in_domain}/jobs", api.JobViewSet, basename="job")
+router.register(rf"{in_domain}/documents", api.DocumentViewSet, basename="document")
 
 urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", api.LocalRedocView.as_view(url_name="api:schema"), name="redoc"),
+    re_path(rf"^{in_domain}/chunking/$", api.ChunkingView.as_view(), name="domain-chunking"),
     *router.urls,
 ]

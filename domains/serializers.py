@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from domains.models import ApiKey, Domain, Job, Membership, Role
+from domains.models import ApiKey, Chunk, Document, DocumentPage, Domain, Job, Membership, Role
 from domains.services import SELFCHECK_MAX_STEP_SECONDS, SELFCHECK_MAX_STEPS
 
 
@@ -138,3 +138,89 @@ class JobDetailSerializer(JobSerializer):
     class Meta(JobSerializer.Meta):
         fields = [*JobSerializer.Meta.fields, "params", "result", "log_tail", "worker"]
         read_only_fields = fields
+
+
+# --- documents ---------------------------------------------------------------------------
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    """A document and what ingestion made of it; ``job`` is its last ingest job (progress while read)."""
+
+    uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    job = JobSerializer(source="last_job", read_only=True, allow_null=True)
+    ocr_pages = serializers.ListField(child=serializers.IntegerField(), read_only=True,
+                                      help_text=_("Numbers of the pages read by OCR."))
+    warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Document
+        fields = [
+            "id", "filename", "kind", "status", "error", "error_code", "size_bytes", "content_hash", "page_count",
+            "ocr_pages", "ocr_confidence", "chunk_count", "warnings", "uploaded_by", "created_at", "ingested_at", "job",
+        ]
+        read_only_fields = fields
+
+
+class DocumentUploadSerializer(serializers.Serializer):
+    """Multipart form data: one or more files in the field ``files``."""
+
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True, use_url=False),
+        help_text=_("The documents; send the field once per file."),
+    )
+
+
+class UploadOutcomeSerializer(serializers.Serializer):
+    """What happened to one uploaded file."""
+
+    filename = serializers.CharField()
+    outcome = serializers.ChoiceField(
+        choices=[("uploaded", "uploaded"), ("duplicate", "duplicate"), ("refused", "refused")],
+        help_text=_("uploaded: stored and queued for reading; duplicate: the same content is already the "
+                    "document given; refused: not stored, or stored but unreadable (see message)."),
+    )
+    message = serializers.CharField(help_text=_("The outcome in words, for a person."))
+    document = DocumentSerializer(allow_null=True, help_text=_("The new or existing document, if there is one."))
+
+
+class UploadResultSerializer(serializers.Serializer):
+    results = UploadOutcomeSerializer(many=True)
+
+
+class DocumentPageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DocumentPage
+        fields = ["number", "text", "ocr", "ocr_confidence"]
+        read_only_fields = fields
+
+
+class ChunkSerializer(serializers.ModelSerializer):
+    heading_path = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Chunk
+        fields = [
+            "id", "ordinal", "text", "heading_path", "page_start", "page_end", "char_start", "char_end", "length",
+            "content_hash",
+        ]
+        read_only_fields = fields
+
+
+class ChunkingSerializer(serializers.ModelSerializer):
+    """A domain's chunk settings; changing them re-chunks its ready documents (``job``)."""
+
+    job = JobSerializer(read_only=True, allow_null=True,
+                        help_text=_("The re-chunking job queued by this change, if any."))
+
+    class Meta:
+        model = Domain
+        fields = ["chunk_target_chars", "chunk_overlap_chars", "job"]
+
+    def validate(self, attrs):
+        size = attrs.get("chunk_target_chars", getattr(self.instance, "chunk_target_chars", None))
+        overlap = attrs.get("chunk_overlap_chars", getattr(self.instance, "chunk_overlap_chars", None))
+        if size is not None and overlap is not None and overlap >= size:
+            raise serializers.ValidationError(
+                {"chunk_overlap_chars": [_("The overlap must be smaller than the chunk size.")]}
+            )
+        return attrs

@@ -12,7 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from domains.jobs import enqueue_job
-from domains.models import ApiKey, Membership
+from domains.models import ApiKey, Document, Membership
 
 SLUG_KWARG = re.compile(r"<slug:slug>|\(\?P<slug>[^)]*\)")
 PK_KWARG = re.compile(r"<int:pk>|\(\?P<pk>[^)]*\)")
@@ -38,9 +38,10 @@ def test_the_matrix_covers_the_domain_pages_and_api():
 def ids(domain, alice, bob):
     key, _ = ApiKey.issue(domain=domain, name="crm", scope="read", created_by=alice)
     job = enqueue_job(domain=domain, kind="selfcheck", created_by=alice)
+    document = Document.objects.create(domain=domain, filename="rules.txt", content_hash="0" * 64, status="ready")
     return {
         "members": Membership.objects.get(domain=domain, user=bob).pk,
-        "api-keys": key.pk, "keys": key.pk, "jobs": job.pk,
+        "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,
     }
 
 
