@@ -212,7 +212,8 @@ def chunk(blocks: Sequence[Block], config: ChunkConfig | None = None) -> list[Ch
             Chunk(
                 ordinal=len(chunks),
                 text=body,
-                heading_path=_common_prefix([s.path for s in new]),
+                # Headings are labels, not content: a title opening the chunk does not widen it.
+                heading_path=_common_prefix([s.path for s in new if not s.heading] or [s.path for s in new]),
                 page_start=min(pages) if pages else None,
                 page_end=max(pages) if pages else None,
                 char_start=start,

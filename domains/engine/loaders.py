@@ -374,6 +374,7 @@ def load_pdf(path: str, config: IngestConfig, on_page: ProgressFn | None = None)
     """PDF page by page: text layer where there is one, OCR where there is not."""
     pymupdf = _import_pymupdf()
     warnings: list[str] = []
+    pymupdf.TOOLS.reset_mupdf_warnings()  # warnings are process-wide; count only this file's
     try:
         doc = pymupdf.open(path, filetype="pdf")
     except Exception as exc:
@@ -452,13 +453,17 @@ def load_pdf(path: str, config: IngestConfig, on_page: ProgressFn | None = None)
             notes = pymupdf.TOOLS.mupdf_warnings()
         except Exception:
             notes = ""
-        if notes:
-            warnings.append("The PDF needed repair while reading: " + " ".join(notes.split())[:300])
+        repaired = bool(getattr(doc, "is_repaired", False))
+        if repaired or notes:
+            what = "is damaged and was repaired while reading; some text may be missing" if repaired else "had problems while reading"
+            detail = " ".join(notes.split())[:300]
+            warnings.append(f"This PDF {what}" + (f" ({detail})" if detail else "") + ".")
         meta = {
             "page_count": total,
             "ocr_pages": ocr_done,
             "ocr_backend": config.ocr.backend if ocr_done else None,
             "title": (doc.metadata or {}).get("title") or None,
+            "repaired": repaired,
         }
 
     _classify_headings(page_lines, toc)
@@ -808,6 +813,8 @@ def load_text(path: str, config: IngestConfig, on_page: ProgressFn | None = None
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     paged = "\f" in text.strip("\f")
     chunks = text.split("\f") if paged else [text]
+    if paged and not chunks[-1].strip():
+        chunks.pop()  # pdftotext ends every page, the last one too, with a form feed
     if paged and len(chunks) > config.max_pages:
         raise TooLarge(f"This text has {len(chunks):,} pages; the limit is {config.max_pages:,}.")
     blocks: list[Block] = []
