@@ -460,7 +460,9 @@ class DocumentViewSet(
     def get_queryset(self):
         if self.schema_only:
             return Document.objects.none()
-        documents = Document.objects.for_domain(self.access.domain).select_related("uploaded_by", "last_job")
+        documents = Document.objects.for_domain(self.access.domain).select_related(
+            "uploaded_by", "last_job__created_by"
+        )
         if self.action == "list":
             documents = _status_filter(documents, self.request.query_params.get("status"), Document.Status)
         return documents

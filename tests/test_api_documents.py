@@ -259,3 +259,22 @@ def test_only_owners_change_chunking_and_only_by_patch(api_as, alice, bob, domai
     assert api_as(alice).put(CHUNKING, {"chunk_target_chars": 900}, format="json").status_code == 405
     assert api_as(alice).post(CHUNKING, {"chunk_target_chars": 900}, format="json").status_code == 405
     assert Domain.objects.get(pk=domain.pk).chunk_target_chars == 2000
+
+
+def test_schema_lists_the_document_endpoints(db):
+    schema = APIClient().get("/api/schema/?format=json").json()
+    operations = {(method, path) for path, ops in schema["paths"].items() for method in ops}
+    assert {
+        ("get", "/api/domains/{slug}/documents/"),
+        ("post", "/api/domains/{slug}/documents/"),
+        ("get", "/api/domains/{slug}/documents/{id}/"),
+        ("delete", "/api/domains/{slug}/documents/{id}/"),
+        ("post", "/api/domains/{slug}/documents/{id}/reingest/"),
+        ("get", "/api/domains/{slug}/documents/{id}/pages/"),
+        ("get", "/api/domains/{slug}/documents/{id}/chunks/"),
+        ("get", "/api/domains/{slug}/chunking/"),
+        ("patch", "/api/domains/{slug}/chunking/"),
+    } <= operations
+    upload = schema["paths"]["/api/domains/{slug}/documents/"]["post"]
+    assert list(upload["requestBody"]["content"]) == ["multipart/form-data"]
+    assert {"200", "201"} <= set(upload["responses"])

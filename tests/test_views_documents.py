@@ -254,8 +254,9 @@ def test_row_poll_of_another_domains_document_is_404(client_as, alice, charlie, 
 def test_htmx_without_a_row_gets_the_table(client_as, vera, domain, ready_document):
     response = client_as(vera).get(list_url(domain), **HTMX)
     html = response.content.decode()
-    assert html.lstrip().startswith('<div id="document-table">') and "<html" not in html
+    assert html.lstrip().startswith('<section class="card" id="document-table">') and "<html" not in html
     assert f'id="document-{ready_document.pk}"' in html
+    assert 'data-filter="ready">Ready <span class="muted">1</span>' in html  # the counts are refreshed too
 
 
 def test_stranger_gets_404_everywhere(client_as, users, domain, ready_document):
@@ -446,3 +447,29 @@ def test_documents_pages_in_chinese(client_as, alice, domain, ready_document, da
     assert "VSM 无法读取这种类型的文件" in response.json()["results"][0]["message"]
     failed = Document.objects.get(filename="manual.txt")
     assert "VSM 无法读取这种类型的文件" in client.get(failed.get_absolute_url()).content.decode()
+
+
+def test_a_cancelled_reading_stops_polling_and_says_so(client_as, vera, domain, ready_document, sent):
+    job = jobs.enqueue_job(domain=domain, kind="ingest", params={"document_id": ready_document.pk})
+    Document.objects.filter(pk=ready_document.pk).update(last_job=job, status=Document.Status.PENDING)
+    jobs.cancel_job(job)
+    response = client_as(vera).get(f"{list_url(domain)}?document={ready_document.pk}", **HTMX)
+    assert response.status_code == 286
+    html = response.content.decode()
+    assert "Waiting" in html and 'data-status="cancelled"' in html and "hx-get" not in html
+
+
+def test_long_documents_are_shown_twenty_pages_at_a_time(client_as, vera, domain, ready_document):
+    DocumentPage.objects.bulk_create(DocumentPage(document=ready_document, number=n, text=f"text of page {n}")
+                                     for n in range(3, 26))
+    Chunk.objects.create(domain=domain, document=ready_document, ordinal=3, text="end matter", page_start=None,
+                         length=10, content_hash="h3")
+    client = client_as(vera)
+    first = client.get(ready_document.get_absolute_url())
+    assert [r.page.number for r in first.context["rows"]] == list(range(1, 21))
+    assert "Pages 1–20 of 25" in first.content.decode() and "end matter" not in first.content.decode()
+    second = client.get(ready_document.get_absolute_url() + "?page=2")
+    rows = second.context["rows"]
+    assert [r.page.number for r in rows[:-1]] == list(range(21, 26))
+    assert rows[-1].page is None and [c.text for c in rows[-1].chunks] == ["end matter"]
+    assert "Chunks without a page" in second.content.decode()
