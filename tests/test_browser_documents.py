@@ -12,7 +12,7 @@ import pytest
 
 from domains import jobs
 from domains.models import Chunk, Document, DocumentPage, Job
-from tests.test_browser import CHROMIUM, SCREENSHOTS, page  # noqa: F401 (the page fixture)
+from tests.test_browser import SCREENSHOTS, page  # noqa: F401 (the page fixture)
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
