@@ -24,3 +24,8 @@ class DomainsConfig(AppConfig):
             }:
                 import_module(f"{config.name}.tasks")
         post_migrate.connect(_install_schedule, sender=self)
+
+        from domains import stages
+        from domains.models import Document
+
+        stages.fill("documents", count=lambda d: Document.objects.for_domain(d).count(), url_name="document-list")
