@@ -108,17 +108,22 @@ def _push_heading(stack: list[tuple[int, str]], level: int, title: str) -> None:
 # --------------------------------------------------------------------------- PDF
 
 
-def _import_pymupdf():
-    """PyMuPDF, without its optional ONNX layout model in sandbox children.
+def _import_pymupdf(lean: bool | None = None):
+    """PyMuPDF; in sandbox children (``lean``) without its optional extras.
 
-    pymupdf 2.x imports ``pymupdf.layout`` (a GNN layout model for pymupdf4llm) when it is
-    installed, which costs ~1 s per child process; VSM never uses it, and pymupdf treats
-    its absence as normal (it guards the import with ``except ImportError``).
+    pymupdf 2.x imports ``pymupdf.layout`` (an ONNX layout model) and ``pymupdf4llm`` when
+    they are installed: ~1 s and numpy's thread pool, neither used by VSM. PyMuPDF treats
+    both as optional (it guards their imports with ``except ImportError``), so a child
+    marks them absent before the first import. Lean, the import starts no threads, which is
+    what lets the sandbox's fork server preload it (see ``preload``).
     """
     from . import sandbox
 
-    if "pymupdf" not in sys.modules and sandbox.in_child():
-        sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
+    if lean is None:
+        lean = sandbox.in_child()
+    if lean and "pymupdf" not in sys.modules:
+        for optional in ("pymupdf.layout", "pymupdf4llm"):
+            sys.modules.setdefault(optional, None)  # type: ignore[arg-type]
     import pymupdf
 
     if hasattr(pymupdf, "no_recommend_layout"):
@@ -501,6 +506,8 @@ def load_image(path: str, config: IngestConfig, on_page: ProgressFn | None = Non
 
     try:
         image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"This image is too large to read safely ({exc}).") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise CorruptFile(f"This image cannot be decoded ({exc}).") from exc
     with image:

@@ -101,6 +101,21 @@ def _child_main(conn, func, args, kwargs, memory_mb, cpu_s, progress) -> None:
         conn.close()
 
 
+# Modules the fork server imports once before forking children (thread-free imports only).
+PRELOAD = ("domains.engine.preload",)
+_preload_set = False
+
+
+def _set_preload(ctx) -> None:
+    """Ask the fork server to preload PyMuPDF; no effect if it already runs (children then import it)."""
+    global _preload_set
+    _preload_set = True
+    try:
+        ctx.set_forkserver_preload(list(PRELOAD))
+    except Exception:
+        pass
+
+
 def _start(proc) -> None:
     """Start ``proc`` even from a daemonic process (django-q2 runs its workers daemonic).
 
@@ -139,6 +154,8 @@ def run_isolated(
     the LoadError the child raised (same class, same message; its traceback in ``detail``).
     """
     ctx = multiprocessing.get_context("forkserver")
+    if not _preload_set:
+        _set_preload(ctx)
     reader, writer = ctx.Pipe(duplex=False)
     cpu_s = int(timeout_s * max(os.cpu_count() or 1, 1) + 30)
     proc = ctx.Process(

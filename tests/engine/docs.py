@@ -262,3 +262,16 @@ def crashing_loader() -> None:
 
 def buffer_of(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
+
+
+def fork_server_facts() -> dict:
+    """Seen from a sandbox child: its parent (the fork server) and what it preloaded."""
+    import os
+    import sys
+
+    parent = os.getppid()
+    return {
+        "server_threads": len(os.listdir(f"/proc/{parent}/task")),
+        "pymupdf_preloaded": "pymupdf" in sys.modules,
+        "optional_extras": [m for m in ("pymupdf4llm", "numpy") if sys.modules.get(m) is not None],
+    }

@@ -181,3 +181,12 @@ def test_clean_is_idempotent_on_loaded_pdf(corpus, inline_config):
     once = clean(loaded)
     twice = clean(replace(loaded, blocks=once))
     assert [b.text for b in twice] == [b.text for b in once]
+
+
+def test_oversized_image_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (3000, 2000), 255).save(path)  # 6 MP, tiny on disk
+    with pytest.raises(TooLarge, match="3000×2000 pixels"):
+        ingest_file(path, IngestConfig(sandbox=False, max_image_pixels=5_000_000))

@@ -74,3 +74,10 @@ def test_works_from_a_daemonic_worker(monkeypatch):
     monkeypatch.setitem(current._config, "daemon", True)
     assert run_isolated(docs.paged_loader, 2, timeout_s=30, memory_mb=512) == [1, 2]
     assert current._config["daemon"] is True
+
+
+def test_fork_server_is_single_threaded_and_preloads_pymupdf():
+    """Children fork from the server: it must run no threads (fork safety), and PyMuPDF is
+    imported there once, lean, instead of in every child."""
+    facts = run_isolated(docs.fork_server_facts, timeout_s=30, memory_mb=1024)
+    assert facts == {"server_threads": 1, "pymupdf_preloaded": True, "optional_extras": []}
