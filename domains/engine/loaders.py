@@ -187,7 +187,8 @@ def _page_tables(page, lines: list[_Line], warnings: list[str], number: int) -> 
     pages that draw enough vector lines to hold a ruled table.
     """
     try:
-        if len(page.get_cdrawings()) < 4:
+        # A ruled table needs at least a few strokes (one path may hold all of them).
+        if sum(len(d.get("items", ())) or 1 for d in page.get_cdrawings()) < 4:
             return lines
         tables = page.find_tables().tables
     except Exception as exc:  # table detection is a bonus; never lose the page for it
@@ -337,7 +338,6 @@ def _classify_headings(pages: list[list[_Line]], toc: list[list[Any]]) -> None:
             and heading_like(ln)
             and len(ln.text) <= 60
             and ln.text.strip()[-1] not in SENTENCE_END + "."
-            and chars_by_size[ln.size] > 0
         ):
             ln.kind, ln.level = "heading", len(sizes) + 1
 

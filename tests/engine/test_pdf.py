@@ -190,3 +190,66 @@ def test_oversized_image_refused_before_decoding(tmp_path):
     Image.new("L", (3000, 2000), 255).save(path)  # 6 MP, tiny on disk
     with pytest.raises(TooLarge, match="3000×2000 pixels"):
         ingest_file(path, IngestConfig(sandbox=False, max_image_pixels=5_000_000))
+
+
+def test_outline_gives_headings_when_fonts_do_not(tmp_path, inline_config):
+    """Same size, same weight everywhere: the PDF's bookmarks (outline) say what the headings are."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page()
+    lines = ["第一章 总则", *docs.REGULATION[0][1][:3], "第二章 差旅费", docs.REGULATION[1][1][0]]
+    y = 72.0
+    for line in lines:
+        page.insert_text((72, y), line[:38], fontname="china-s", fontsize=11)
+        y += 24
+    doc.set_toc([[1, "第一章 总则", 1], [1, "第二章 差旅费", 1]])
+    path = tmp_path / "outlined.pdf"
+    doc.save(path)
+    result = ingest_file(path, inline_config)
+    assert [(b.text, b.level) for b in result.blocks if b.kind == "heading"] == [("第一章 总则", 1), ("第二章 差旅费", 1)]
+    second = next(b for b in result.blocks if b.text.startswith("第五条"))
+    assert second.heading_path == ("第二章 差旅费",)
+
+
+def test_bold_body_size_lines_are_headings(tmp_path, inline_config):
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Maintenance", fontname="hebo", fontsize=10)
+    page.insert_text((72, 90), "Clean the air inlets every month and check the fans for noise.", fontname="helv", fontsize=10)
+    page.insert_text((72, 120), "Warranty", fontname="hebo", fontsize=10)
+    page.insert_text((72, 138), "The warranty covers five years from the date of installation.", fontname="helv", fontsize=10)
+    path = tmp_path / "bold.pdf"
+    doc.save(path)
+    result = ingest_file(path, inline_config)
+    assert [b.text for b in result.blocks if b.kind == "heading"] == ["Maintenance", "Warranty"]
+    assert result.chunks[0].text.startswith("Maintenance")
+
+
+def test_table_drawn_as_one_path(tmp_path, inline_config):
+    """Many producers stroke a whole grid as one path; it is still found as a table."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 80), "Fault table follows.", fontsize=10)
+    shape = page.new_shape()
+    for i in range(4):
+        shape.draw_line((72, 100 + 20 * i), (372, 100 + 20 * i))
+    for x in (72, 222, 372):
+        shape.draw_line((x, 100), (x, 160))
+    shape.finish(color=(0, 0, 0), width=0.8)
+    shape.commit()
+    for i, (code, meaning) in enumerate([("Code", "Meaning"), ("E100", "Over-current"), ("E300", "Over-temperature")]):
+        page.insert_text((76, 114 + 20 * i), code, fontsize=10)
+        page.insert_text((226, 114 + 20 * i), meaning, fontsize=10)
+    path = tmp_path / "grid.pdf"
+    doc.save(path)
+    result = ingest_file(path, inline_config)
+    assert [b.text for b in result.blocks if b.kind == "table_row"] == [
+        "Code | Meaning",
+        "E100 | Over-current",
+        "E300 | Over-temperature",
+    ]
