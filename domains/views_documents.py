@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils.cache import patch_vary_headers
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRefresh, HttpResponseStopPolling
@@ -158,7 +159,10 @@ def document_upload(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"results": [report.as_json() for report in reports]})
     level = {"uploaded": messages.SUCCESS, "duplicate": messages.INFO, "refused": messages.ERROR}
     for report in reports:
-        messages.add_message(request, level[report.outcome], report.message)
+        text = report.message
+        if report.document is not None:  # a link to the new, existing or unreadable document
+            text = format_html('{} <a href="{}">{}</a>', text, report.document.get_absolute_url(), _("Open"))
+        messages.add_message(request, level[report.outcome], text)
     return redirect("document-list", access.domain.slug)
 
 
