@@ -159,6 +159,7 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "domains.models.Role",
         "ApiKeyScopeEnum": "domains.models.ApiKey.Scope",
         "LanguageEnum": "domains.models.Domain.Language",
+        "DocumentStatusEnum": "domains.models.Document.Status",
     },
 }
 
