@@ -117,3 +117,23 @@ def test_killed_worker_is_detected_and_the_job_recovers(cluster, domain, alice):
     assert done.worker != running.worker  # the cluster replaced the killed worker
     assert "stopped responding" in done.log_tail
     assert Job.objects.filter(domain=domain).count() == 1  # recovered, not duplicated
+
+
+def test_worker_ingests_an_uploaded_pdf(cluster, domain, bob, tmp_path):
+    """Ingestion runs its parser in a sandbox child process, from inside a daemonic django-q2 worker."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from domains.models import Document
+    from domains.services import upload_documents
+
+    from .engine import docs
+
+    _proc, log = cluster
+    pdf = docs.regulation_pdf(tmp_path / "rules.pdf").read_bytes()
+    [outcome] = upload_documents(domain=domain, uploaded_by=bob, files=[SimpleUploadedFile("rules.pdf", pdf)])
+    doc = outcome.document
+    done = _wait(lambda: (d := Document.objects.get(pk=doc.pk)).status in ("ready", "failed") and d, 120, log,
+                 "the document to be read")
+    assert done.status == Document.Status.READY, done.error
+    assert done.page_count > 1 and done.chunk_count > 0
+    assert done.last_job.status == Job.Status.SUCCEEDED and done.last_job.percent == 100
