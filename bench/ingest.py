@@ -133,7 +133,7 @@ def main() -> None:
               f"({sum(f.stat().st_size for f in files) / 1e6:.1f} MB); {os.cpu_count()} CPUs; "
               f"{args.rounds} interleaved rounds, median")
         # Warm-up: imports, font caches, the forkserver.
-        vsm_sandboxed(files[0]); vsm_inline(files[0]); plain_pypdf(files[0])  # noqa: E702
+        vsm_sandboxed(files[0]); vsm_inline(files[0]); plain_pypdf(files[0])
 
         contenders = {
             "VSM ingest_file, sandboxed (the job's path)": vsm_sandboxed,

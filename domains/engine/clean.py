@@ -28,7 +28,7 @@ _PAGE_NUMBER = re.compile(
       | (?:page|p\.?)\s*\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?             # Page 3, Page 3 of 10, p. 3
       | \d{1,4}\s*/\s*\d{1,4}                                         # 3 / 10
     )$""",
-    re.I | re.X,
+    re.IGNORECASE | re.VERBOSE,
 )
 
 # Characters NFKC may fold. Everything else (Chinese punctuation, circled numbers ①,

@@ -39,7 +39,7 @@ class IngestConfig:
     sandbox: bool = True  # parse in a child process with the limits below
     timeout_s: float = 3600.0  # wall clock for one file, OCR included
     idle_timeout_s: float = 300.0  # no page finished for this long → the parser is stuck
-    memory_mb: int = 4096  # address-space cap of the child (RLIMIT_AS); OCR needs ~1.5 GB
+    memory_mb: int = 4096  # address-space cap of the child (RLIMIT_AS); OCR peaks at ~1.8 GB
     pdf_tables: bool = True  # detect ruled tables on PDF pages and keep them as text rows
     ocr: OcrConfig = field(default_factory=OcrConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)

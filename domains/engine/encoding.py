@@ -88,8 +88,7 @@ def decode_bytes(data: bytes, *, max_control_ratio: float = 0.02) -> tuple[str, 
     if looks_binary(data) and encoding not in ("utf-16", "utf-32"):
         raise UnsupportedType(BINARY_MESSAGE)
     text = data.decode(encoding, errors="replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     if control_ratio(text) > max_control_ratio:
         raise UnsupportedType(BINARY_MESSAGE)
     return text, encoding

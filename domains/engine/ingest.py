@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .chunker import Chunk, ChunkConfig, chunk, document_text
 from .clean import clean

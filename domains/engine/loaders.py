@@ -12,11 +12,19 @@ import re
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .encoding import decode_bytes
-from .errors import CorruptFile, EmptyFile, EncryptedPdf, LoadError, TooLarge, UnsupportedType
+from .errors import (
+    CorruptFile,
+    EmptyFile,
+    EncryptedPdf,
+    LoadError,
+    TooLarge,
+    UnsupportedType,
+)
 from .textutil import SENTENCE_END, count_nonspace, soft_join
 
 if TYPE_CHECKING:
@@ -286,7 +294,9 @@ def _classify_headings(pages: list[list[_Line]], toc: list[list[Any]]) -> None:
     text_lines = [ln for lines in pages for ln in lines if ln.kind == "body"]
     if not text_lines:
         return
-    norm = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
+    def norm(text: str) -> str:
+        return re.sub(r"\s+", "", text)
+
     if toc:
         wanted: dict[tuple[int, str], int] = {}
         for entry in toc:
@@ -421,9 +431,7 @@ def load_pdf(path: str, config: IngestConfig, on_page: ProgressFn | None = None)
             chars = sum(count_nonspace(ln.text) for ln in lines)
             info = PageInfo(number, chars)
             if _needs_ocr(page, chars, config, pymupdf):
-                if not config.ocr.enabled:
-                    ocr_skipped.append(number)
-                elif ocr_done >= config.ocr.max_pages:
+                if not config.ocr.enabled or ocr_done >= config.ocr.max_pages:
                     ocr_skipped.append(number)
                 else:
                     if backend is None:
@@ -546,7 +554,7 @@ def load_image(path: str, config: IngestConfig, on_page: ProgressFn | None = Non
 
 # --------------------------------------------------------------------------- DOCX
 
-_DOCX_HEADING = re.compile(r"^(?:heading|标题)\s*(\d)$", re.I)
+_DOCX_HEADING = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
 
@@ -639,7 +647,7 @@ def load_docx(path: str, config: IngestConfig, on_page: ProgressFn | None = None
 
 # --------------------------------------------------------------------------- Markdown
 
-_FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n(---|\.\.\.)\s*\n", re.S)
+_FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n(---|\.\.\.)\s*\n", re.DOTALL)
 
 
 def _inline_text(token) -> str:
@@ -802,7 +810,6 @@ def load_html(path: str, config: IngestConfig, on_page: ProgressFn | None = None
                 flush()
             else:  # inline element: part of the surrounding paragraph
                 inline.append(child.get_text())
-        return None
 
     walk(soup.body or soup)
     flush()

@@ -49,11 +49,11 @@ _IMAGES: tuple[tuple[bytes, int], ...] = (
     (b"MM\x00*", 0),
 )
 
-_HTML_DOC = re.compile(r"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.I)
-_HTML_BLOCK = re.compile(r"</(p|div|table|tr|li|h[1-6]|section|article)>", re.I)
+_HTML_DOC = re.compile(r"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
+_HTML_BLOCK = re.compile(r"</(p|div|table|tr|li|h[1-6]|section|article)>", re.IGNORECASE)
 _MD_SIGNS = re.compile(
     r"^(#{1,6}[ \t]+\S|```|~~~|\|?[ \t]*:?-{3,}:?[ \t]*\|)",
-    re.M,
+    re.MULTILINE,
 )
 
 

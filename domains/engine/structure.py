@@ -32,7 +32,7 @@ class Marker:
 
 _ZH = re.compile(rf"^第\s*([{_CN_NUM}]+|\d{{1,3}})\s*(编|章|节|条)")
 _ZH_RANK = {"编": 1, "章": 2, "节": 3, "条": 4}
-_EN = re.compile(r"^(part|chapter|section|article)\s+(\d+(?:\.\d+)*|[ivxlc]+)\b", re.I)
+_EN = re.compile(r"^(part|chapter|section|article)\s+(\d+(?:\.\d+)*|[ivxlc]+)\b", re.IGNORECASE)
 _EN_RANK = {"part": 1, "chapter": 2, "section": 3, "article": 4}
 _CN_ITEM = re.compile(rf"^([{_CN_NUM}]{{1,3}})[、．]")
 _CN_PAREN = re.compile(rf"^[（(]([{_CN_NUM}]{{1,3}})[)）]")

@@ -5,7 +5,13 @@ import hashlib
 
 import pytest
 
-from domains.engine.chunker import Chunk, ChunkConfig, chunk, document_text, split_sentences
+from domains.engine.chunker import (
+    Chunk,
+    ChunkConfig,
+    chunk,
+    document_text,
+    split_sentences,
+)
 from domains.engine.loaders import Block
 
 from .docs import MANUAL_SECTIONS, REGULATION

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from domains.engine.clean import clean, is_page_number, join_lines, normalize_chars, remove_page_furniture
+from domains.engine.clean import (
+    clean,
+    is_page_number,
+    join_lines,
+    normalize_chars,
+    remove_page_furniture,
+)
 from domains.engine.loaders import Block, LoadResult
 from domains.engine.textutil import display_width
 

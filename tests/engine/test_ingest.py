@@ -10,7 +10,13 @@ import pytest
 
 from domains.engine.chunker import ChunkConfig
 from domains.engine.config import IngestConfig, OcrConfig
-from domains.engine.errors import EncryptedPdf, LoadError, TooLarge, UnsupportedType, ZipBomb
+from domains.engine.errors import (
+    EncryptedPdf,
+    LoadError,
+    TooLarge,
+    UnsupportedType,
+    ZipBomb,
+)
 from domains.engine.ingest import IngestResult, ingest_file
 
 from . import docs

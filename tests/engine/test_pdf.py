@@ -8,7 +8,13 @@ import pytest
 
 from domains.engine.clean import clean
 from domains.engine.config import IngestConfig, OcrConfig
-from domains.engine.errors import CorruptFile, EmptyFile, EncryptedPdf, OcrUnavailable, TooLarge
+from domains.engine.errors import (
+    CorruptFile,
+    EmptyFile,
+    EncryptedPdf,
+    OcrUnavailable,
+    TooLarge,
+)
 from domains.engine.ingest import ingest_file
 from domains.engine.loaders import load
 

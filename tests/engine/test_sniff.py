@@ -8,7 +8,14 @@ import pytest
 
 from domains.engine.config import IngestConfig, OcrConfig
 from domains.engine.encoding import decode_bytes
-from domains.engine.errors import CorruptFile, EmptyFile, LoadError, TooLarge, UnsupportedType, ZipBomb
+from domains.engine.errors import (
+    CorruptFile,
+    EmptyFile,
+    LoadError,
+    TooLarge,
+    UnsupportedType,
+    ZipBomb,
+)
 from domains.engine.sniff import sniff
 
 from . import docs
