@@ -129,6 +129,8 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
+    # Jobs parse hostile files in a child process; daemonic workers may not have children.
+    "daemonize_workers": False,
     "save_limit": 500,
     "label": "Queue",
     **env.broker(env.env_str("VSM_BROKER")),
