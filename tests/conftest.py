@@ -83,3 +83,20 @@ def api_as():
         return api
 
     return make
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path):
+    """A private VSM_DATA_DIR for tests that store files."""
+    settings.VSM_DATA_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Job ids handed to the broker (replaced by a list); the jobs themselves are not run."""
+    from domains import jobs
+
+    ids: list[int] = []
+    monkeypatch.setattr(jobs, "_send", ids.append)
+    return ids

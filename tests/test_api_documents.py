@@ -5,7 +5,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from domains import jobs
 from domains.models import ApiKey, Chunk, Document, DocumentPage, Domain, Job
 
 pytestmark = pytest.mark.django_db
@@ -30,20 +29,6 @@ def key_client(domain, scope: str = "read_write") -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
-
-
-@pytest.fixture
-def data_dir(settings, tmp_path):
-    settings.VSM_DATA_DIR = tmp_path
-    return tmp_path
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Job ids handed to the broker (replaced by a list); the jobs themselves are not run."""
-    ids: list[int] = []
-    monkeypatch.setattr(jobs, "_send", ids.append)
-    return ids
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from domains import api, jobs
+from domains import api
 from domains.jobs import enqueue_job, registered_kinds, run_job
 from domains.models import ApiKey, Job
 from domains.serializers import STARTABLE_JOB_PARAMS
@@ -23,14 +23,6 @@ def key_client(domain, scope: str = "read_write", revoked: bool = False) -> APIC
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Job ids handed to the broker (replaced by a list)."""
-    ids: list[int] = []
-    monkeypatch.setattr(jobs, "_send", lambda job_id: ids.append(job_id))
-    return ids
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def inprocess_worker(monkeypatch):
 @pytest.fixture
 def page():
     if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed")
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium (scripts/test.sh does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -64,6 +64,11 @@ def page():
         yield page
         context.close()
         browser.close()
+        # ORM calls made while Playwright's loop was current used their own connections: close them,
+        # or PostgreSQL refuses to drop the test database at the end of the run.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def test_worker_check_progress_is_live(live_server, domain, alice, inprocess_worker, page):

@@ -7,24 +7,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from domains import jobs, services, storage
+from domains import services, storage
 from domains.models import Chunk, Document, DocumentPage, Job
 from domains.signals import chunks_removed
 
 MARKDOWN = "# 报销制度\n\n## 第一章 总则\n\n第一条 为规范报销管理，制定本办法。\n".encode()
-
-
-@pytest.fixture
-def data_dir(settings, tmp_path):
-    settings.VSM_DATA_DIR = tmp_path
-    return tmp_path
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    ids: list[int] = []
-    monkeypatch.setattr(jobs, "_send", ids.append)
-    return ids
 
 
 def _upload(domain, user, *files):

@@ -12,19 +12,6 @@ from domains.signals import chunks_removed
 from .engine import docs
 
 
-@pytest.fixture
-def data_dir(settings, tmp_path):
-    settings.VSM_DATA_DIR = tmp_path
-    return tmp_path
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    ids: list[int] = []
-    monkeypatch.setattr(jobs, "_send", ids.append)
-    return ids
-
-
 def _upload(domain, user, name: str, data: bytes) -> Document:
     [outcome] = services.upload_documents(domain=domain, uploaded_by=user, files=[SimpleUploadedFile(name, data)])
     return outcome.document

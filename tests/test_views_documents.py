@@ -19,20 +19,6 @@ TEXT = b"Travel claims are filed within 30 days of return.\n"
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200
 
 
-@pytest.fixture
-def data_dir(settings, tmp_path):
-    settings.VSM_DATA_DIR = tmp_path
-    return tmp_path
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Job ids handed to the broker (replaced by a list); the jobs themselves are not run."""
-    ids: list[int] = []
-    monkeypatch.setattr(jobs, "_send", ids.append)
-    return ids
-
-
 def upload_url(domain):
     return reverse("document-upload", args=[domain.slug])
 
