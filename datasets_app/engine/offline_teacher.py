@@ -61,7 +61,7 @@ class OfflineTeacherConfig:
 # ---------------------------------------------------------------- shared pieces
 
 _ZH_DOC_SUFFIX = re.compile(r"(办法|规定|制度|细则|条例|守则|规范|规程|指南|手册|章程|准则|标准|通知|方案|法)$")
-_ARTICLE = re.compile(r"第[一二三四五六七八九十百千零〇两\d]+条(?:\s*[（(]([^）)\n]{1,20})[）)])?\s*")
+_ARTICLE = re.compile(r"(?:(?<=^)|(?<=[\s。；;：:]))第[一二三四五六七八九十百千零〇两\d]+条(?:\s*[（(]([^）)\n]{1,20})[）)])?\s*")
 _CHAPTER_NUM = re.compile(r"^(?:第[一二三四五六七八九十百\d]+[章节篇部分]|[\d.]+|[一二三四五六七八九十]+、)\s*")
 _CLAUSE_END = "，,；;。！？!?\n"
 _WH_UNIT = (
@@ -76,6 +76,12 @@ _MODALS = [
     ("必须", "必须"), ("应当", "应当"), ("需要", "需要"), ("方可", "方可"), ("不得", "不得"),
     ("不予", "不予"), ("可以", "可以"), ("须", "需要"), ("需", "需要"), ("应", "应当"), ("可", "可以"),
 ]
+_MODAL_GUARD = {
+    "应": r"(?<![对相反适供响呼感效回答报理])应(?![用对付该届聘邀征])",
+    "需": r"(?<![必急所])需(?![求])",
+    "须": r"(?<![必])须",
+    "可": r"(?<![不许认])可(?![能是见爱口靠])",
+}
 _PRONOUN_START = re.compile(r"^(?:他们|她们|它们|牠们|其后|他|她|它|牠|该(?=[\u4e00-\u9fff]{0,3}[，是于在])|其(?![他中余实次]))")
 
 
@@ -115,9 +121,9 @@ def _inside_brackets(text: str, pos: int, lo: int) -> bool:
     """True when ``pos`` sits inside an open （…） or (…): questions there read badly."""
     depth = 0
     for ch in text[lo:pos]:
-        if ch in "（(":
+        if ch in "（(「『“《":
             depth += 1
-        elif ch in "）)" and depth:
+        elif ch in "）)」』”》" and depth:
             depth -= 1
     return depth > 0
 
@@ -132,7 +138,7 @@ def _trim_answer(text: str, limit: int) -> str:
 
 def _q(text: str) -> str:
     """Finish a question: strip stray punctuation and end with one question mark."""
-    text = text.strip().strip("，,、；;：:。 ")
+    text = re.sub(r"[（(]\s*[）)]", "", text).strip().strip("，,、；;：:。 ")
     text = re.sub(r"\s+", " ", text) if not cjk_ratio(text) > 0.3 else re.sub(r"\s+", "", text)
     if not text:
         return ""
@@ -230,7 +236,8 @@ def _modal_after(text: str, pos: int, end: int) -> tuple[str, str, int] | None:
     """First modal verb (须/应/不得…) after ``pos``: (normalised modal, action, pos)."""
     best = None
     for raw, norm in _MODALS:
-        i = text.find(raw, pos, end)
+        m = re.compile(_MODAL_GUARD.get(raw, re.escape(raw))).search(text, pos, end)
+        i = m.start() if m else -1
         if i >= 0 and (best is None or i < best[2] or (i == best[2] and len(raw) > best[3])):
             best = (norm, raw, i, len(raw))
     if best is None:
@@ -304,8 +311,15 @@ def _zh_deadlines(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
 _PROHIBIT = re.compile(r"(不得|禁止|严禁|不准|不允许)")
 
 
+def _is_regulation(ctx: _Ctx) -> bool:
+    """Articles ("第三条") or a rule-book title: the clause rules apply, narrative ones do not."""
+    return bool(_ARTICLE.search(ctx.text) or (ctx.doc and _ZH_DOC_SUFFIX.search(ctx.doc)))
+
+
 def _zh_obligations(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     """Prohibitions → "是否可以…？"; obligations → "…应当怎么做？" (weaker)."""
+    if not _is_regulation(ctx):
+        return []
     out = []
     for si, s in enumerate(ctx.sentences):
         body = _strip_article_head(ctx.text, s.start, s.end)
@@ -336,7 +350,7 @@ def _zh_obligations(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
 
 def _zh_amounts(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     """Other amounts/percentages in regulation text: cloze "多少元/百分之多少"."""
-    if not (_ARTICLE.search(ctx.text) or (ctx.doc and _ZH_DOC_SUFFIX.search(ctx.doc))):
+    if not _is_regulation(ctx):
         return []
     out = []
     for si, s in enumerate(ctx.sentences):
@@ -366,6 +380,17 @@ _DEMONSTRATIVE = re.compile(
 )
 
 
+_RANGE = "-－–—~～至到"
+_ROLE = re.compile(r"(?:家|者|员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子)$")
+_CONNECTOR = re.compile(r"^(?:此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
+_DANGLING = re.compile(r"(?:以来|之后|以后|后|时|期间|之际|之前|以前|前|中)$")
+
+
+def _unbalanced(q: str) -> bool:
+    """A question cut inside "（…）" or "“…”" reads as garbage."""
+    return q.count("（") != q.count("）") or q.count("(") != q.count(")") or q.count("“") != q.count("”")
+
+
 def _subject_fix(ctx: _Ctx, q: str, first_clause: bool) -> str | None:
     """Make a narrative question self-contained: pronoun → title, or name the title."""
     title = ctx.doc
@@ -373,6 +398,7 @@ def _subject_fix(ctx: _Ctx, q: str, first_clause: bool) -> str | None:
         return q if first_clause else None
     core = re.split(r"[（(]", title)[0]
     short = core.split("·")[-1] if "·" in core else core
+    q = _CONNECTOR.sub("", q)
     if core in q or (len(short) >= 2 and short in q):
         return q
     m = _DEMONSTRATIVE.match(q) or _PRONOUN_START.match(q) or _DEMONSTRATIVE.search(q)
@@ -383,7 +409,7 @@ def _subject_fix(ctx: _Ctx, q: str, first_clause: bool) -> str | None:
 
 def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     """Wh-questions from dates, years, quantities, "是" copulas and "位于/由…" phrases."""
-    if _ARTICLE.search(ctx.text) or (ctx.doc and _ZH_DOC_SUFFIX.search(ctx.doc)):
+    if _is_regulation(ctx):
         return []  # regulation text: the clause rules above ask better questions
     out = []
     title = re.split(r"[（(]", ctx.doc)[0] if ctx.doc else ""
@@ -424,9 +450,12 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
         for a, b, wh, rule, conf in found:
             if _inside_brackets(ctx.text, a, s.start):
                 continue
+            if ctx.text[a - 1 : a] in _RANGE + "第" or ctx.text[b : b + 1] in _RANGE + "（(":
+                continue  # "30－42厘米", "1984年至1992年", "天正3年（1575年）": half a range
             cs, ce = _clause_bounds(ctx.text, a, s.start, s.end)
             if rule == "zh_copula":
-                q = f"{title}是什么"
+                role = _ROLE.search(ctx.text[a:b])
+                q = f"{title}是谁" if role else f"{title}是什么"
             else:
                 q_start = cs
                 # Pull in the sentence's opening clause when it holds the subject.
@@ -442,9 +471,13 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
                     core = re.split(r"[（(]", title)[0] if title else ""
                     if core and rest.startswith(core):
                         q = core + wh + rest[len(core) :]
-                    elif rest:
-                        q = wh + "，" + rest
-                if len(q) - len(wh) < 5:
+                    elif rest and wh in ("哪一年", "什么时候"):
+                        lead = f"关于{core}，" if rest.startswith(f"关于{core}，") else ""
+                        q = lead + rest[len(lead) :] + "是在" + wh
+                    else:
+                        continue
+                q = _CONNECTOR.sub("", q)
+                if len(q) - len(wh) < 5 or _DANGLING.search(q) or _unbalanced(q):
                     continue
                 fixed = _subject_fix(ctx, q, q_start == s.start)
                 if fixed is None:
