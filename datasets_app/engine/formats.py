@@ -167,7 +167,7 @@ def _text_of(data: str | bytes) -> str:
     """Exporters' output comes back as str; uploads may come as UTF-8 bytes."""
     if isinstance(data, bytes):
         return data.decode("utf-8-sig")
-    return data[1:] if data.startswith("\ufeff") else data
+    return data.removeprefix("\ufeff")
 
 
 def _is_str(v: Any) -> bool:
@@ -758,25 +758,38 @@ def import_qa_csv(data: bytes, config: ImportConfig = ImportConfig()) -> ImportR
     text, err = decode_text(data)
     if text is None:
         return ImportResult(file_error=err)
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     first = text.split("\n", 1)[0]
     dialect = csv.excel_tab if first.count("\t") > first.count(",") else csv.excel
     reader = csv.reader(io.StringIO(text, newline=""), dialect)
     try:
         header = next(reader, None)
-        if not header:
-            return ImportResult(file_error="empty file")
-        rows: list[tuple[int, list[str]]] = []
-        start = reader.line_num
-        for row in reader:
-            rows.append((start + 1, row))
-            start = reader.line_num
     except csv.Error as exc:
         return ImportResult(file_error=f"not a readable CSV file: {exc}")
+    if not header:
+        return ImportResult(file_error="empty file")
     # reader.line_num counts physical lines, so a quoted multi-line cell still points at
     # the line where its row starts.
-    return _qa_from_table(header, rows, config)
+    rows: list[tuple[int, list[str]]] = []
+    bad: list[RowError] = []
+    start = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a cell over csv's field size limit: skip that row
+            bad.append(RowError(start + 1, f"unreadable CSV row: {exc}"))
+            start = reader.line_num
+            if len(bad) > 1000:
+                return ImportResult(file_error="not a readable CSV file: too many malformed rows")
+            continue
+        rows.append((start + 1, row))
+        start = reader.line_num
+    res = _qa_from_table(header, rows, config)
+    if bad and res.file_error is None:
+        res = ImportResult(res.records, tuple(sorted((*res.errors, *bad), key=lambda e: e.line)))
+    return res
 
 
 def import_qa_jsonl(data: bytes, config: ImportConfig = ImportConfig()) -> ImportResult:
@@ -846,7 +859,7 @@ def import_qa_xlsx(data: bytes, config: ImportConfig = ImportConfig()) -> Import
 
     try:
         wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types on corrupt workbooks
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types on corrupt workbooks
         return ImportResult(file_error=f"unreadable XLSX file: {type(exc).__name__}: {exc}")
     try:
         ws = wb.worksheets[0]
@@ -863,11 +876,10 @@ def import_qa_xlsx(data: bytes, config: ImportConfig = ImportConfig()) -> Import
         start = line
 
         def rows() -> Iterable[tuple[int, Sequence[Any]]]:
-            for i, r in enumerate(it, start=start + 1):
-                yield i, r
+            yield from enumerate(it, start=start + 1)
 
         return _qa_from_table(header, rows(), config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt sheet is a file error, not a crash
         return ImportResult(file_error=f"unreadable XLSX file: {type(exc).__name__}: {exc}")
     finally:
         wb.close()
@@ -888,7 +900,7 @@ def import_qa(data: bytes, filename: str, config: ImportConfig = ImportConfig())
         return ImportResult(file_error="this looks like a zip/XLSX file, not text; upload it as .xlsx")
     try:
         return QA_IMPORTERS[fmt](data, config)
-    except Exception as exc:  # last resort: an upload must never crash the worker
+    except Exception as exc:  # noqa: BLE001 - last resort: an upload must never crash the worker
         return ImportResult(file_error=f"could not read file: {type(exc).__name__}: {exc}")
 
 
@@ -914,30 +926,30 @@ def export_qa_jsonl(records: Iterable[QARecord]) -> str:
 
 
 __all__ = [
+    "EntityRecord",
+    "EntitySpan",
+    "FormatError",
+    "ImportConfig",
+    "ImportResult",
     "QARecord",
     "RetrievalRecord",
-    "EntitySpan",
-    "EntityRecord",
     "RowError",
-    "ImportResult",
-    "ImportConfig",
-    "FormatError",
-    "write_atomic",
-    "export_alpaca",
-    "import_alpaca",
-    "export_sharegpt",
-    "import_sharegpt",
-    "llamafactory_dataset_info",
-    "export_sentence_transformers",
-    "import_sentence_transformers",
-    "export_flagembedding",
-    "import_flagembedding",
-    "export_cluener",
-    "import_cluener",
     "decode_text",
+    "export_alpaca",
+    "export_cluener",
+    "export_flagembedding",
+    "export_qa_jsonl",
+    "export_sentence_transformers",
+    "export_sharegpt",
+    "import_alpaca",
+    "import_cluener",
+    "import_flagembedding",
     "import_qa",
     "import_qa_csv",
     "import_qa_jsonl",
     "import_qa_xlsx",
-    "export_qa_jsonl",
+    "import_sentence_transformers",
+    "import_sharegpt",
+    "llamafactory_dataset_info",
+    "write_atomic",
 ]

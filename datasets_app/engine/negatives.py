@@ -90,11 +90,13 @@ def mine_hard_negatives(
 ) -> MiningResult:
     """Fill each record's ``negatives`` with (chunk id, text) from the BM25 rank window.
 
-    The positive must be in the corpus (by ``positive_id``) so its own BM25 score can set
-    the margin; records whose positive is missing are returned untouched and listed in
-    ``skipped``. Existing negatives are replaced.
+    The positive must be in the corpus so its own BM25 score can set the margin: found by
+    ``positive_id``, or else by its text (records imported from FlagEmbedding or
+    sentence-transformers files carry no ids). Records whose positive is missing are
+    returned untouched and listed in ``skipped``. Existing negatives are replaced.
     """
-    import bm25s  # heavy import only where needed
+    import bm25s  # heavy imports only where needed
+    import numpy as np
 
     chunks = sorted(corpus, key=lambda c: c.id)
     by_id = {c.id: i for i, c in enumerate(chunks)}
@@ -108,27 +110,31 @@ def mine_hard_negatives(
     retriever.index([tokenize(c.text, config.language) for c in chunks], show_progress=False)
     sections = [section_key(c) for c in chunks]
     norms = [_norm(c.text) for c in chunks]
+    by_text: dict[str, int] = {}
+    for i, n in enumerate(norms):
+        by_text.setdefault(n, i)
 
     out: list[RetrievalRecord] = []
     skipped: list[tuple[int, str]] = []
     for idx, rec in enumerate(records):
-        pos = by_id.get(rec.positive_id)
+        pos = by_id.get(rec.positive_id) if rec.positive_id else None
+        if pos is None:
+            pos = by_text.get(_norm(rec.positive_text)) if rec.positive_text.strip() else None
         if pos is None:
             out.append(rec)
             skipped.append((idx, f"positive {rec.positive_id!r} is not in the corpus"))
             continue
         q = tokenize(rec.query, config.language)
-        scores = retriever.get_scores(q) if q else [0.0] * len(chunks)
-        scores = [float(s) for s in scores]
+        arr = np.asarray(retriever.get_scores(q), dtype=np.float64) if q else np.zeros(len(chunks))
+        # Chunks are sorted by id, so a stable sort on -score breaks ties by id.
+        order = np.argsort(-arr, kind="stable")[window[0] - 1 : window[1]].tolist()
+        scores = arr.tolist()
         pos_score = scores[pos]
         ceiling = config.relative_margin * pos_score if pos_score > 0 else None
         pos_norm = _norm(rec.positive_text) or norms[pos]
-        order = sorted(range(len(chunks)), key=lambda i: (-scores[i], chunks[i].id))
         negs: list[tuple[str, str]] = []
-        for rank, i in enumerate(order, start=1):
-            if rank < window[0]:
-                continue
-            if rank > window[1] or len(negs) >= config.num_negatives:
+        for i in order:
+            if len(negs) >= config.num_negatives:
                 break
             if i == pos or norms[i] in (norms[pos], pos_norm):
                 continue
@@ -149,8 +155,8 @@ __all__ = [
     "CorpusChunk",
     "MiningConfig",
     "MiningResult",
-    "tokenize",
     "effective_window",
-    "section_key",
     "mine_hard_negatives",
+    "section_key",
+    "tokenize",
 ]

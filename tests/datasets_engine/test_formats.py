@@ -280,6 +280,57 @@ def test_qa_xlsx_import_and_errors():
         QARecord("发票丢了怎么办？", "写情况说明。", held_out=True),
         QARecord("数字答案？", "42"),
     )
-    assert [(e.line, e.reason) for e in res.errors][0] == (4, "empty answer")
+    assert (res.errors[0].line, res.errors[0].reason) == (4, "empty answer")
     assert res.errors[1].line == 5 and "held_out" in res.errors[1].reason
     assert "missing" in import_qa(_xlsx([["a", "b"], ["1", "2"]]), "qa.xlsx").file_error
+
+
+def test_qa_xlsx_header_below_blank_rows_keeps_excel_row_numbers():
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws["A3"], ws["B3"] = "Question", "Answer"
+    ws["A5"], ws["B5"] = "q5", "a5"
+    ws["A6"] = "q6"
+    buf = io.BytesIO()
+    wb.save(buf)
+    res = import_qa(buf.getvalue(), "qa.xlsx")
+    assert res.records == (QARecord("q5", "a5"),)
+    assert [(e.line, e.reason) for e in res.errors] == [(6, "empty answer")]
+
+
+def test_qa_xlsx_zip_bomb_refused_before_inflating():
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/workbook.xml", "<workbook/>")
+        zf.writestr("xl/worksheets/sheet1.xml", b"\0" * 5_000_000)
+    res = import_qa(buf.getvalue(), "qa.xlsx")
+    assert res.file_error and "compressed" in res.file_error
+    truncated = _xlsx([["question", "answer"], ["q", "a"]])[:-200]
+    assert import_qa(truncated, "qa.xlsx").file_error
+
+
+def test_qa_csv_oversize_cell_is_a_row_error_not_a_crash():
+    huge = "x" * 200_000  # beyond csv's default field size limit
+    data = f'question,answer\nq1,a1\nq2,"{huge}"\nq3,a3\n'.encode()
+    res = import_qa(data, "qa.csv")
+    assert [r.question for r in res.records] == ["q1", "q3"]
+    assert len(res.errors) == 1 and res.errors[0].line == 3
+
+
+def test_qa_tsv_and_crlf():
+    res = import_qa("问题\t答案\r\n问一\t答一\r\n".encode(), "qa.tsv")
+    assert res.ok and res.records == (QARecord("问一", "答一"),)
+
+
+@pytest.mark.parametrize("name", ["qa.csv", "qa.jsonl", "qa.xlsx"])
+def test_qa_import_never_raises_on_random_bytes(name):
+    import random
+
+    rng = random.Random(name)
+    for n in (0, 1, 7, 300, 5000):
+        res = import_qa(bytes(rng.randrange(256) for _ in range(n)), name)
+        assert res.file_error or not res.records

@@ -94,3 +94,28 @@ def test_english_corpus_and_missing_positive():
     res = mine_hard_negatives(recs, corpus, OPEN_WINDOW)
     assert [i for i, _ in res.records[0].negatives] == ["e22"]
     assert res.records[1] == recs[1] and res.skipped[0][0] == 1
+
+
+def test_positive_found_by_text_when_id_missing():
+    """Records imported from FlagEmbedding/sentence-transformers files have no chunk ids."""
+    by_text = RetrievalRecord(QUERY.query, "", ZH[0].text)
+    res = mine_hard_negatives([by_text], ZH, OPEN_WINDOW)
+    assert res.records[0].negatives == mine_hard_negatives([QUERY], ZH, OPEN_WINDOW).records[0].negatives
+    assert not res.skipped
+
+
+def test_scales_to_a_thousand_chunks_quickly():
+    import time
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(300)]
+    corpus = [
+        CorpusChunk(f"c{i:04d}", " ".join(rng.choice(words) for _ in range(30)), f"d{i % 50}", (str(i % 7),))
+        for i in range(1000)
+    ]
+    recs = [RetrievalRecord(" ".join(corpus[i].text.split()[:6]), corpus[i].id, corpus[i].text) for i in range(200)]
+    t = time.perf_counter()
+    res = mine_hard_negatives(recs, corpus)
+    assert time.perf_counter() - t < 10
+    assert res.window == (30, 100)
+    assert sum(1 for r in res.records if len(r.negatives) == 7) > 150
