@@ -156,9 +156,9 @@ def _paraphrase_user(lang: str, question: str, answer: str, n: int) -> str:
     q = wrap("question", question)
     a = wrap("answer", answer) if answer else ""
     if lang == "zh":
-        return (f"{q}\n{a}\n\n把 question 中的问题改写成 {n} 种不同的问法（口语、书面、简短、带错别字或缩写均可），"
+        return (f"{q}\n{a}\n\n把 question 块中的问题改写成 {n} 种不同的问法（口语、书面、简短、带错别字或缩写均可），"
                 "含义不变、上面的答案仍然适用。输出 JSON：{\"paraphrases\": [\"…\"]}")
-    return (f"{q}\n{a}\n\nRewrite the question inside question in {n} different ways (casual, formal, terse, "
+    return (f"{q}\n{a}\n\nRewrite the question in the question block in {n} different ways (casual, formal, terse, "
             "with typos or abbreviations), keeping the meaning so the answer above still applies. "
             "Output JSON: {\"paraphrases\": [\"…\"]}")
 
@@ -167,9 +167,9 @@ def _entities_user(lang: str, chunk: str) -> str:
     doc = wrap("document", chunk)
     types_ = ", ".join(ENTITY_TYPES)
     if lang == "zh":
-        return (f"{doc}\n\n列出 document 中出现的领域实体。text 必须是文档中的原文写法；type 取值于：{types_}；"
+        return (f"{doc}\n\n列出 document 块中出现的领域实体。text 必须是文档中的原文写法；type 取值于：{types_}；"
                 "description 用一句话说明其在文档中的含义。输出 JSON：{\"entities\": [{\"text\": …, \"type\": …, \"description\": …}]}")
-    return (f"{doc}\n\nList the domain entities that appear inside document. `text` must be the exact surface "
+    return (f"{doc}\n\nList the domain entities that appear in the document block. `text` must be the exact surface "
             f"form in the document; `type` is one of: {types_}; `description` says in one sentence what it means "
             "in this document. Output JSON: {\"entities\": [{\"text\": …, \"type\": …, \"description\": …}]}")
 
@@ -179,10 +179,10 @@ def _judge_user(lang: str, chunk: str, question: str, reference: str, candidate:
     parts += [wrap("question", question), wrap("reference", reference), wrap("candidate", candidate)]
     body = "\n".join(parts)
     if lang == "zh":
-        return (f"{body}\n\n判断 candidate 是否正确回答了 question，以 reference 和文档为准。"
+        return (f"{body}\n\n判断 candidate 块中的答案是否正确回答了 question 块中的问题，以 reference 块和文档为准。"
                 "先在 think 字段中逐步推理（核对每个事实、数字和条件），然后给出 verdict（correct / partially_correct / "
                 "incorrect）和 0–10 的整数 score。输出 JSON：{\"think\": …, \"verdict\": …, \"score\": …}")
-    return (f"{body}\n\nDecide whether candidate correctly answers question, taking reference and the document "
+    return (f"{body}\n\nDecide whether the candidate block correctly answers the question block, taking the reference block and the document "
             "as ground truth. First reason step by step in `think` (check every fact, number and condition), then "
             "give `verdict` (correct / partially_correct / incorrect) and an integer `score` from 0 to 10. "
             "Output JSON: {\"think\": …, \"verdict\": …, \"score\": …}")
