@@ -81,7 +81,7 @@ _REFUSAL = re.compile(
 # Context words that need an antecedent. Compounds that merely contain them (应该, 其他,
 # 因此, 此外 …) are excluded by the lookarounds.
 _ZH_DEICTIC = re.compile(
-    r"这个|这些|这种|这项|这条|这里|那个|那些|上述|前述|上文|下文|本文|本条|前款|本款|以上(?=内容|规定|情况|所述)"
+    r"这个|这些|这种|这项|这条|这里|这张|这部|这次|这场|这位|这座|这家|这首|这本|这名|这首|这款|这段|那个|那些|上述|前述|上文|下文|本文|本条|前款|本款|以上(?=内容|规定|情况|所述)"
     r"|(?<![应活])该(?![怎如])|(?<![因如彼从至由据为借与对])此(?![外后前时])"
 )
 _ZH_SCOPED_DOC = re.compile(r"本(?:办法|规定|制度|细则|条例|章程|手册|指南|标准|文件)")

@@ -138,8 +138,10 @@ def _trim_answer(text: str, limit: int) -> str:
 
 def _q(text: str) -> str:
     """Finish a question: strip stray punctuation and end with one question mark."""
-    text = re.sub(r"[（(]\s*[）)]", "", text).strip().strip("，,、；;：:。 ")
-    text = re.sub(r"\s+", " ", text) if not cjk_ratio(text) > 0.3 else re.sub(r"\s+", "", text)
+    text = re.sub(r"[（(](?:[^）)]{0,8}[:：])?\s*[）)]", "", text)
+    text = text.strip().strip("，,、；;：:。 ")
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"(?<=[\u4e00-\u9fff，。？]) (?=[\u4e00-\u9fff])|(?<=[\u4e00-\u9fff]) (?=[，。？])", "", text)
     if not text:
         return ""
     return text + ("？" if cjk_ratio(text) > 0.3 else "?")
@@ -450,7 +452,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
         for a, b, wh, rule, conf in found:
             if _inside_brackets(ctx.text, a, s.start):
                 continue
-            if ctx.text[a - 1 : a] in _RANGE + "第" or ctx.text[b : b + 1] in _RANGE + "（(":
+            prev, nxt = ctx.text[a - 1 : a] if a else "", ctx.text[b : b + 1]
+            if (prev and prev in _RANGE + "第前") or (nxt and nxt in _RANGE + "（(尾底初末中旬"):
                 continue  # "30－42厘米", "1984年至1992年", "天正3年（1575年）": half a range
             cs, ce = _clause_bounds(ctx.text, a, s.start, s.end)
             if rule == "zh_copula":

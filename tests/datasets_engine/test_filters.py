@@ -93,3 +93,8 @@ def test_passage_and_answer_length_bounds() -> None:
 def test_counts_cover_every_reason() -> None:
     _, _, counts = apply_filters([], CHUNK)
     assert set(counts) == set(F.REASONS) and sum(counts.values()) == 0
+
+
+def test_demonstrative_measure_words_are_context_dependent() -> None:
+    _, rej, _ = apply_filters([{"question": "这张专辑全球销售超过多少万张？", "answer": "250万张"}], "全球销售超过250万张。")
+    assert [r.reason for r in rej] == [F.CONTEXT_DEPENDENT]
