@@ -153,14 +153,38 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def _iter_jsonl(text: str) -> Iterable[tuple[int, Any, str | None]]:
-    """Yield (line number, parsed object, error) for each non-blank line."""
-    for no, line in enumerate(text.splitlines(), start=1):
+    """Yield (line number, parsed object, error) for each non-blank line.
+
+    Splits on "\n" only: ``str.splitlines`` would also split inside strings holding U+2028
+    or U+0085, which ``json.dumps(ensure_ascii=False)`` leaves unescaped.
+    """
+    for no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             yield no, json.loads(line), None
         except json.JSONDecodeError as exc:
             yield no, None, f"bad JSON: {exc.msg} (column {exc.colno})"
+
+
+def _iter_json_array(text: str) -> Iterable[tuple[int, Any, str | None]]:
+    """Yield (line number, item, error) for a top-level JSON array (a ``.json`` export).
+
+    Items are decoded one by one so each error names the line its item starts on; after a
+    syntax error nothing further can be trusted, so it is the last thing yielded.
+    """
+    dec = json.JSONDecoder()
+    ws = re.compile(r"[\s,]*")
+    pos = ws.match(text, text.index("[") + 1).end()
+    while pos < len(text) and text[pos] != "]":
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield line, None, f"bad JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            return
+        yield line, obj, None
+        pos = ws.match(text, pos).end()
 
 
 def _text_of(data: str | bytes) -> str:
@@ -594,6 +618,7 @@ QA_HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "tags": ("tags", "tag", "labels", "标签"),
     "group": ("group", "groupid", "分组", "组"),
     "system": ("system", "systemprompt", "系统提示"),
+    "history": ("history", "历史", "对话历史"),  # JSONL only: [[user, assistant], ...]
 }
 _HEADING_SEP = " > "  # heading_path in a flat cell: "Chapter 2 > 2.3 Travel"
 _TAG_SEP = re.compile(r"[,;，；、|]")
@@ -629,12 +654,21 @@ def decode_text(data: bytes) -> tuple[str | None, str | None]:
             except UnicodeDecodeError:
                 pass
         return None, "binary or garbled file (NUL bytes); save it as UTF-8 CSV"
-    for enc in ("utf-8-sig", "gb18030"):
-        try:
-            return _plausible(data.decode(enc))
-        except UnicodeDecodeError:
-            continue
-    return None, "unreadable text encoding (not UTF-8 or GBK); save it as UTF-8 CSV"
+    try:
+        return _plausible(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
+    # Mostly-valid UTF-8 with a few broken bytes (a truncated copy, a bad editor) would
+    # "decode" as GBK into mojibake; say where it breaks instead.
+    loose = data.decode("utf-8", errors="replace")
+    broken = loose.count("\ufffd")
+    multibyte = sum(1 for ch in loose if ord(ch) > 127) - broken
+    if multibyte >= 4 * broken:
+        return None, f"invalid UTF-8 at byte {first_bad} ({broken} broken byte sequence(s)); re-save as UTF-8"
+    try:
+        return _plausible(data.decode("gb18030"))
+    except UnicodeDecodeError:
+        return None, "unreadable text encoding (not UTF-8 or GBK); save it as UTF-8 CSV"
 
 
 def _plausible(text: str) -> tuple[str | None, str | None]:
@@ -711,6 +745,11 @@ def _qa_from_fields(fields: dict[str, Any], cfg: ImportConfig, *, strict_types: 
         return f"'tags' must be text or a list, got {type(tags).__name__}"
     else:
         tags_t = tuple(t.strip() for t in _TAG_SEP.split(_cell_text(tags)) if t.strip())
+    history = fields.get("history") or []
+    if isinstance(history, str) and not strict_types:
+        history = []  # a flat table cell cannot hold turns; ignored rather than guessed
+    if not (isinstance(history, list) and all(_str_list(t) and len(t) == 2 for t in history)):
+        return "'history' must be a list of [user, assistant] pairs"
     return QARecord(
         question=values["question"],
         answer=values["answer"],
@@ -722,6 +761,7 @@ def _qa_from_fields(fields: dict[str, Any], cfg: ImportConfig, *, strict_types: 
         tags=tags_t,
         group=values["group"] or None,
         system=values["system"],
+        history=tuple((u, a) for u, a in history),
     )
 
 
@@ -801,7 +841,8 @@ def import_qa_jsonl(data: bytes, config: ImportConfig = ImportConfig()) -> Impor
     recs: list[QARecord] = []
     errs: list[RowError] = []
     parsed_any = False
-    for no, obj, jerr in _iter_jsonl(text):
+    items = _iter_json_array(text) if text.lstrip().startswith("[") else _iter_jsonl(text)
+    for no, obj, jerr in items:
         if len(recs) + len(errs) >= config.max_rows:
             errs.append(RowError(no, f"too many rows (limit {config.max_rows}); the rest were not read"))
             break
@@ -920,6 +961,7 @@ def export_qa_jsonl(records: Iterable[QARecord]) -> str:
                 "tags": list(r.tags),
                 "group": r.group,
                 "system": r.system,
+                "history": [[u, a] for u, a in r.history],
             }
         )
     return _jsonl(rows)

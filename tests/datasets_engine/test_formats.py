@@ -191,7 +191,29 @@ def test_write_atomic(tmp_path):
 def test_qa_jsonl_lossless_round_trip():
     res = import_qa(export_qa_jsonl(QA).encode(), "qa.jsonl")
     assert res.ok
-    assert res.records == tuple(QARecord(**{**r.__dict__, "history": ()}) for r in QA)
+    assert res.records == tuple(QA)
+
+
+def test_jsonl_survives_unicode_line_separators():
+    tricky = [QARecord("line\u2028sep\u0085next?", "para\u2029graph")]
+    assert import_qa(export_qa_jsonl(tricky).encode(), "qa.jsonl").records == tuple(tricky)
+    assert import_alpaca(export_alpaca(tricky)).records[0].question == tricky[0].question
+
+
+def test_qa_json_array_with_line_numbers():
+    text = '[\n  {"question": "q1", "answer": "a1"},\n  {"question": "q2", "answer": ""},\n  {"question": "q3", "answer": "a3"}\n]\n'
+    res = import_qa(text.encode(), "qa.json")
+    assert [r.question for r in res.records] == ["q1", "q3"]
+    assert [(e.line, e.reason) for e in res.errors] == [(3, "empty answer")]
+    broken = import_qa(b'[{"question": "q1", "answer": "a1"},\n {"question": oops}]', "qa.json")
+    assert [r.question for r in broken.records] == ["q1"] and broken.errors[0].line == 2
+
+
+def test_damaged_utf8_is_reported_not_read_as_gbk():
+    good = "问题,答案\n差旅费怎么报销？,凭发票原件报销，三十日内提交。\n".encode()
+    damaged = good[:20] + good[21:]  # one byte of a 3-byte character lost
+    res = import_qa(damaged, "qa.csv")
+    assert res.file_error and "UTF-8" in res.file_error and "byte" in res.file_error
 
 
 def test_qa_csv_english_headers_utf8():
