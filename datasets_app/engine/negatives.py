@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from datasets_app.engine.formats import RetrievalRecord
+from datasets_app.engine.formats import QARecord, RetrievalRecord
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -83,6 +83,18 @@ def section_key(chunk: CorpusChunk) -> tuple[str, tuple[str, ...]]:
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", "", text).lower()
+
+
+def records_from_qa(qa: Iterable[QARecord], *, include_held_out: bool = False) -> tuple[RetrievalRecord, ...]:
+    """Retrieval examples from reviewed QA pairs: the question is the query, its source
+    chunk the positive. Held-out pairs are left out by default: they are the frozen test
+    set, and an embedding model trained on them would inflate its own evaluation."""
+    out = []
+    for r in qa:
+        if not r.source_chunk_id or (r.held_out and not include_held_out):
+            continue
+        out.append(RetrievalRecord(r.question, r.source_chunk_id, r.chunk_text))
+    return tuple(out)
 
 
 def mine_hard_negatives(
@@ -157,6 +169,7 @@ __all__ = [
     "MiningResult",
     "effective_window",
     "mine_hard_negatives",
+    "records_from_qa",
     "section_key",
     "tokenize",
 ]

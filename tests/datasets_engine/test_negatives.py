@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import random
 
-from datasets_app.engine.formats import RetrievalRecord
+from datasets_app.engine.formats import QARecord, RetrievalRecord
 from datasets_app.engine.negatives import (
     CorpusChunk,
     MiningConfig,
     effective_window,
     mine_hard_negatives,
+    records_from_qa,
     tokenize,
 )
 
@@ -119,3 +120,16 @@ def test_scales_to_a_thousand_chunks_quickly():
     assert time.perf_counter() - t < 10
     assert res.window == (30, 100)
     assert sum(1 for r in res.records if len(r.negatives) == 7) > 150
+
+
+def test_records_from_qa_leave_out_held_out_and_unsourced():
+    qa = [
+        QARecord("差旅费报销需要哪些材料？", "发票原件和行程单。", "p", ZH[0].text),
+        QARecord("测试集问题", "答", "n1", ZH[3].text, held_out=True),
+        QARecord("没有来源的问题", "答"),
+    ]
+    recs = records_from_qa(qa)
+    assert recs == (RetrievalRecord("差旅费报销需要哪些材料？", "p", ZH[0].text),)
+    assert len(records_from_qa(qa, include_held_out=True)) == 2
+    mined = mine_hard_negatives(recs, ZH, OPEN_WINDOW).records[0]
+    assert mined.negatives and "p" not in dict(mined.negatives)
