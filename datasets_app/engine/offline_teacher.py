@@ -69,7 +69,7 @@ _WH_UNIT = (
     r"|岁|次|场|分钟|秒|小时|天|日|周|年|种|座|部|家|所|项|件|吨|公斤|千克|克|层|届|集|首|张|本|篇|条|枚|块"
     r"|辆|架|艘|倍|度|个|人|名|位|%|％"
 )
-_QTY = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(多|余)?(万|亿|千|百)?(" + _WH_UNIT + r")")
+_QTY = re.compile(r"(?<![\d.,，])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(多|余)?(万|亿|千|百)?(" + _WH_UNIT + r")")
 _DATE = re.compile(r"(?:公元前?|西元前?)?\d{3,4}年\d{1,2}月(?:\d{1,2}日)?")
 _YEAR = re.compile(r"(?:公元前?|西元前?)?(?<!\d)\d{3,4}年(?![\d代度])")
 _MODALS = [
@@ -406,6 +406,11 @@ def _subject_fix(ctx: _Ctx, q: str, first_clause: bool) -> str | None:
     m = _DEMONSTRATIVE.match(q) or _PRONOUN_START.match(q) or _DEMONSTRATIVE.search(q)
     if m:
         return q[: m.start()] + core + q[m.end() :]
+    for m in re.finditer(r"(?:该|此|这[个座本部张位家首款场次所条]?)(?=[\u4e00-\u9fff])", q):
+        # "该银行" in a passage titled "越南投资发展银行" is the title itself.
+        for k in range(min(6, len(q) - m.end()), 0, -1):
+            if core.endswith(q[m.end() : m.end() + k]) and k < len(core):
+                return q[: m.start()] + core + q[m.end() + k :]
     return f"关于{core}，{q}"
 
 
