@@ -47,15 +47,17 @@ def _strip_fences(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _scan(text: str) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
-    """Walk ``text`` from its first ``{``/``[`` with a string-aware bracket stack.
+def _starts(text: str, limit: int = 20) -> list[int]:
+    """Positions of the first few ``{``/``[`` (prose before the JSON may hold a stray bracket)."""
+    return [i for i, ch in enumerate(text) if ch in "{["][:limit]
+
+
+def _scan(text: str, start: int) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
+    """Walk ``text`` from ``start`` (a ``{``/``[``) with a string-aware bracket stack.
 
     Returns the balanced JSON candidate (or the truncated tail), the stack left open at the
     end, and cut points: positions just after a closed container, with the stack open there.
     """
-    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start < 0:
-        return "", [], []
     stack: list[str] = []
     cuts: list[tuple[int, list[str]]] = []
     quote: str | None = None
@@ -162,15 +164,38 @@ def repair_json(text: str) -> Repaired:
             return Repaired(_loads(body), repairs)
         except ValueError:
             pass
-    candidate, open_stack, cuts = _scan(body)
-    if not candidate:
+    starts = _starts(body)
+    if not starts:
         raise MalformedOutput("no JSON object or array found", raw)
-    if candidate != body:
+    first_error: MalformedOutput | None = None
+    best: tuple[int, int, Repaired] | None = None  # (start, end, value)
+    for start in starts:
+        if best is not None and start < best[1]:
+            continue  # inside the value already found
+        try:
+            result, end = _repair_from(body, start, list(repairs), raw)
+        except MalformedOutput as exc:
+            first_error = first_error or exc
+            continue
+        # "[1] see {…}": prefer the value that spans the most text, not the first bracket.
+        if best is None or end - start > best[1] - best[0]:
+            best = (start, end, result)
+    if best is not None:
+        return best[2]
+    assert first_error is not None
+    raise first_error
+
+
+def _repair_from(body: str, start: int, repairs: list[str], raw: str) -> tuple[Repaired, int]:
+    """Repair the JSON value that begins at ``start``; returns it and where it ends."""
+    candidate, open_stack, cuts = _scan(body, start)
+    end = start + len(candidate)
+    if candidate.strip() != body.strip():
         repairs.append("surrounding prose")
     fixed = _fix_tokens(candidate, repairs)
     if not open_stack:
         try:
-            return Repaired(_loads(fixed), repairs)
+            return Repaired(_loads(fixed), repairs), end
         except ValueError as exc:
             raise MalformedOutput(f"invalid JSON: {exc}", raw) from None
     # Truncated: close at the latest cut point that yields valid JSON, keeping whole items.
@@ -182,14 +207,14 @@ def repair_json(text: str) -> Repaired:
         except ValueError:
             continue
         repairs.append("truncated output (kept complete items)")
-        return Repaired(value, repairs)
+        return Repaired(value, repairs), end
     attempt = fixed.rstrip().rstrip(",") + "".join(reversed(open_stack))
     try:
         value = _loads(attempt)
     except ValueError:
         raise MalformedOutput("truncated JSON with no complete item to keep", raw) from None
     repairs.append("truncated output (closed)")
-    return Repaired(value, repairs)
+    return Repaired(value, repairs), end
 
 
 def validate(value: Any, schema: dict[str, Any], text: str = "") -> None:

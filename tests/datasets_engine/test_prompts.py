@@ -146,3 +146,12 @@ def test_validation_names_the_path_and_wraps_bare_arrays():
     with pytest.raises(MalformedOutput) as info:
         parse_json_output(long, schema)
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('Here are the pairs [JSON]: {"a": 1}', {"a": 1}),
+    ('Sure [1] see {"pairs": [{"q": 1}, {"q": 2', {"pairs": [{"q": 1}]}),
+    ('x {"a": [1, {"b": 2}]} y [3]', {"a": [1, {"b": 2}]}),
+])
+def test_stray_brackets_in_prose_do_not_win(text, expected):
+    assert repair_json(text).value == expected
