@@ -383,8 +383,9 @@ _DEMONSTRATIVE = re.compile(
 
 
 _RANGE = "-－–—~～至到"
-_ROLE = re.compile(r"(?:家|者|员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子)$")
-_CONNECTOR = re.compile(r"^(?:此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
+_ROLE = re.compile(r"(?:家|者|员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子|徒|主角|角色|成员|选手|球员|运动员)$")
+_CONNECTOR = re.compile(r"^(?:换言之|总之|此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
+_SUBORDINATE = re.compile(r"^(?:关于[^，]*，)?(?:因为|由于|随着|为了|经过|直到|除了|在|当)|(?:下|中|后|时|前)$")
 _DANGLING = re.compile(r"(?:以来|之后|以后|后|时|期间|之际|之前|以前|前|中)$")
 
 
@@ -439,7 +440,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if unit in ("%", "％"):
                 wh = "多少"  # "占总数的多少" reads better than a literal percent sign
             found.append((m.start(), m.end(), wh, "zh_quantity", 0.5))
-        for m in re.finditer(r"位于([^，。；,;（(]{2,25})", ctx.text[s.start : s.end]):
+        for m in re.finditer(r"(?:位于|分布(?:在|于))([^，。；,;（(]{2,25})", ctx.text[s.start : s.end]):
             a = s.start + m.start(1)
             found.append((a, s.start + m.end(1), "哪里", "zh_location", 0.45))
         for m in re.finditer(
@@ -448,7 +449,10 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             found.append((s.start + m.start(1), s.start + m.end(1), "谁", "zh_agent", 0.45))
         # Copula definition in the sentence naming the title: "X是Y" → "X是什么？"
         if title and s.text.startswith(title):
-            m = re.match(re.escape(title) + r"(?:[（(][^）)]*[）)])?[，,]?(?:是|为)(?!否)", ctx.text[s.start : s.end])
+            m = re.match(
+                re.escape(title) + r"(?:[（(][^）)]*[）)])?(?:[，,][^，,。]{1,40}){0,4}?[，,]?(?:是|为)(?!否)",
+                ctx.text[s.start : s.end],
+            )
             if m:
                 a = s.start + m.end()
                 _, e = _clause_bounds(ctx.text, a, a, s.end)
@@ -458,7 +462,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if _inside_brackets(ctx.text, a, s.start):
                 continue
             prev, nxt = ctx.text[a - 1 : a] if a else "", ctx.text[b : b + 1]
-            if (prev and prev in _RANGE + "第前") or (nxt and nxt in _RANGE + "（(尾底初末中旬"):
+            if (prev and prev in _RANGE + "第前:：") or (nxt and nxt in _RANGE + "（(尾底初末中旬"):
                 continue  # "30－42厘米", "1984年至1992年", "天正3年（1575年）": half a range
             cs, ce = _clause_bounds(ctx.text, a, s.start, s.end)
             if rule == "zh_copula":
@@ -479,7 +483,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
                     core = re.split(r"[（(]", title)[0] if title else ""
                     if core and rest.startswith(core):
                         q = core + wh + rest[len(core) :]
-                    elif rest and wh in ("哪一年", "什么时候"):
+                    elif rest and wh in ("哪一年", "什么时候") and not _SUBORDINATE.search(rest):
                         lead = f"关于{core}，" if rest.startswith(f"关于{core}，") else ""
                         q = lead + rest[len(lead) :] + "是在" + wh
                     else:
