@@ -267,7 +267,7 @@ class KeyPool:
         self._lock = threading.Lock()
         self._limiter = RateLimiter(config.rpm, clock=clock, sleep=sleep)
         self._slots = threading.BoundedSemaphore(max(1, config.concurrency))
-        self.delays: list[float] = []  # every back-off slept, for logs and tests
+        self.delays: deque[float] = deque(maxlen=1000)  # recent back-offs slept, for logs and tests
 
     def __repr__(self) -> str:
         return f"KeyPool({[s.key.id for s in self._states]})"

@@ -179,6 +179,14 @@ class _BaseTeacher:
             "or a larger max_output_tokens."
         )
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for the job record: settings and key ids, never secrets."""
+        from dataclasses import asdict
+
+        return {"teacher": type(self).__name__, "name": self.name, "model": self.model,
+                "base_url": getattr(self, "base_url", None), "settings": asdict(self.settings),
+                "keys": self.pool.key_ids if self.pool else []}
+
     def usage(self) -> dict[str, Any]:
         """Per-key request/token accounting for the job."""
         return self.pool.usage() if self.pool else {"keys": {}, "totals": {}}
@@ -275,7 +283,8 @@ class OpenAICompatibleTeacher(_BaseTeacher):
         self.name = name
         self.base_url = base_url
         self.model = model
-        self.settings = TeacherSettings(temperature, timeout, max_retries, max_output_tokens, rpm, concurrency)
+        self.settings = TeacherSettings(temperature=temperature, timeout_s=timeout, max_retries=max_retries,
+                                        max_output_tokens=max_output_tokens, rpm=rpm, concurrency=concurrency)
         self.pool = _as_pool(keys, self.settings, pool_config, clock, sleep, rng,
                              allow_keyless=bool(base_url), name=name)
         self.response_format = response_format
@@ -420,7 +429,8 @@ class GeminiTeacher(_BaseTeacher):
                  client_factory: Callable[[ApiKey], Any] | None = None) -> None:
         self.name = name
         self.model = model
-        self.settings = TeacherSettings(temperature, timeout, max_retries, max_output_tokens, rpm, concurrency)
+        self.settings = TeacherSettings(temperature=temperature, timeout_s=timeout, max_retries=max_retries,
+                                        max_output_tokens=max_output_tokens, rpm=rpm, concurrency=concurrency)
         self.pool = _as_pool(keys, self.settings, pool_config, clock, sleep, rng, allow_keyless=False, name=name)
         self._client_factory = client_factory or self._make_client
         self._clients: dict[str, Any] = {}

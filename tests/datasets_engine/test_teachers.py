@@ -392,3 +392,22 @@ def test_llama_cpp_with_a_loaded_model():
     result = LlamaCppTeacher("/models/teacher.gguf", llm=llm).generate(TASK)
     assert result.data == GOOD and result.key_id is None and result.usage.prompt_tokens == 9
     assert llm.kwargs["response_format"] == {"type": "json_object", "schema": TASK.schema}
+
+
+def test_describe_is_json_ready_without_secrets(server):
+    teacher, _ = make_teacher(server, n_keys=2, rpm=30)
+    d = teacher.describe()
+    assert d["keys"] == ["key-1 …1111", "key-2 …2222"] and d["settings"]["rpm"] == 30
+    assert_no_secrets(json.dumps(d))
+
+
+def test_engine_modules_do_not_import_django_or_sdks():
+    import subprocess
+
+    code = ("import sys; import datasets_app.engine.teachers, datasets_app.engine.keys, "
+            "datasets_app.engine.prompts, datasets_app.engine.jsonrepair; "
+            "bad = [m for m in ('django', 'openai', 'google.genai', 'llama_cpp') if m in sys.modules]; "
+            "assert not bad, bad")
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
