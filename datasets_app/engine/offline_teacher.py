@@ -383,8 +383,10 @@ _DEMONSTRATIVE = re.compile(
 
 
 _RANGE = "-－–—~～至到"
-_ROLE = re.compile(r"(?:家|者|员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子|徒|主角|角色|成员|选手|球员|运动员)$")
+_ROLE = re.compile(r"(?:家|者|(?<!成)员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子|徒|主角|角色|选手|球员|运动员|第一人|毕业生|学生)$")
 _CONNECTOR = re.compile(r"^(?:换言之|总之|此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
+# Copula complements that are cut mid-phrase ("…信仰中", "新贵（", "一座长702米").
+_BAD_COPULA = re.compile(r"(?:中|前|时|后|的|[（(]|\d+[^\d]{0,3})$|^(?:一位于|指|个)")
 _SUBORDINATE = re.compile(r"^(?:关于[^，]*，)?(?:因为|由于|随着|为了|经过|直到|除了|在|当)|(?:下|中|后|时|前)$")
 _DANGLING = re.compile(r"(?:以来|之后|以后|后|时|期间|之际|之前|以前|前|中)$")
 
@@ -440,7 +442,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if unit in ("%", "％"):
                 wh = "多少"  # "占总数的多少" reads better than a literal percent sign
             found.append((m.start(), m.end(), wh, "zh_quantity", 0.5))
-        for m in re.finditer(r"(?:位于|分布(?:在|于))([^，。；,;（(]{2,25})", ctx.text[s.start : s.end]):
+        for m in re.finditer(r"(?<!是)(?:位于|分布(?:在|于))([^，。；,;（(的]{2,30})(?=[，。；,;]|$)", ctx.text[s.start : s.end]):
             a = s.start + m.start(1)
             found.append((a, s.start + m.end(1), "哪里", "zh_location", 0.45))
         for m in re.finditer(
@@ -448,7 +450,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             r"主持|运营|经营|制作|发明|提出|建造|修建|兴建|管理|负责)", ctx.text[s.start : s.end]):
             found.append((s.start + m.start(1), s.start + m.end(1), "谁", "zh_agent", 0.45))
         # Copula definition in the sentence naming the title: "X是Y" → "X是什么？"
-        if title and s.text.startswith(title):
+        if title and s.text.startswith(title) and not any(p.rule == "zh_copula" for p, _ in out):
             m = re.match(
                 re.escape(title) + r"(?:[（(][^）)]*[）)])?(?:[，,][^，,。]{1,40}){0,4}?[，,]?(?:是|为)(?!否)",
                 ctx.text[s.start : s.end],
@@ -456,7 +458,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if m:
                 a = s.start + m.end()
                 _, e = _clause_bounds(ctx.text, a, a, s.end)
-                if 2 <= e - a <= 60:
+                ans = ctx.text[a:e]
+                if 2 <= e - a <= 60 and not _BAD_COPULA.search(ans):
                     found.append((a, e, "什么", "zh_copula", 0.6))
         for a, b, wh, rule, conf in found:
             if _inside_brackets(ctx.text, a, s.start):
