@@ -66,7 +66,7 @@ _CHAPTER_NUM = re.compile(r"^(?:第[一二三四五六七八九十百\d]+[章节
 _CLAUSE_END = "，,；;。！？!?\n"
 _WH_UNIT = (
     r"个工作日|个月|平方公里|平方千米|平方米|公里|千米|厘米|毫米|米|公顷|亩|美元|欧元|英镑|日元|港元|万元|亿元|元"
-    r"|岁|次|场|分钟|秒|小时|天|日|周|年|种|座|部|家|所|项|件|吨|公斤|千克|克|层|届|集|首|张|本|篇|条|枚|块"
+    r"|岁|次|场|分钟|秒|小时|天|日圆|日|周年|周|年|种|座|部|家|所|项|件|吨|公斤|千克|克|层|届|集|首|张|本|篇|条|枚|块"
     r"|辆|架|艘|倍|度|个|人|名|位|%|％"
 )
 _QTY = re.compile(r"(?<![\d.,，])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(多|余)?(万|亿|千|百)?(" + _WH_UNIT + r")")
@@ -109,10 +109,10 @@ def _zh_prefix(doc: str, topic: str) -> str:
 def _clause_bounds(text: str, pos: int, lo: int, hi: int) -> tuple[int, int]:
     """The clause (between commas/semicolons) around ``pos`` within [lo, hi)."""
     s = pos
-    while s > lo and text[s - 1] not in _CLAUSE_END:
+    while s > lo and (text[s - 1] not in _CLAUSE_END or _inside_brackets(text, s - 1, lo)):
         s -= 1
     e = pos
-    while e < hi and text[e] not in _CLAUSE_END:
+    while e < hi and (text[e] not in _CLAUSE_END or _inside_brackets(text, e, lo)):
         e += 1
     return s, e
 
@@ -384,7 +384,7 @@ _DEMONSTRATIVE = re.compile(
 
 _RANGE = "-－–—~～至到"
 _ROLE = re.compile(r"(?:家|者|(?<!成)员|师|手|官|帝|王|将领|将军|长|士|星|人物|演员|歌手|作家|画家|诗人|学者|医生|女子|男子|徒|主角|角色|选手|球员|运动员|第一人|毕业生|学生)$")
-_CONNECTOR = re.compile(r"^(?:换言之|总之|此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
+_CONNECTOR = re.compile(r"^(?:以及|在此之前|之前|换言之|总之|此外|另外|其后|随后|然后|同时|后来|并且|而且|但是|不过|因此|所以|并|而|但|且|又|亦)[，,]?")
 # Copula complements that are cut mid-phrase ("…信仰中", "新贵（", "一座长702米").
 _BAD_COPULA = re.compile(r"(?:中|前|时|后|的|[（(]|\d+[^\d]{0,3})$|^(?:一位于|指|个)")
 _SUBORDINATE = re.compile(r"^(?:关于[^，]*，)?(?:因为|由于|随着|为了|经过|直到|除了|在|当)|(?:下|中|后|时|前)$")
@@ -406,14 +406,14 @@ def _subject_fix(ctx: _Ctx, q: str, first_clause: bool) -> str | None:
     q = _CONNECTOR.sub("", q)
     if core in q or (len(short) >= 2 and short in q):
         return q
-    m = _DEMONSTRATIVE.match(q) or _PRONOUN_START.match(q) or _DEMONSTRATIVE.search(q)
-    if m:
-        return q[: m.start()] + core + q[m.end() :]
     for m in re.finditer(r"(?:该|此|这[个座本部张位家首款场次所条]?)(?=[\u4e00-\u9fff])", q):
         # "该银行" in a passage titled "越南投资发展银行" is the title itself.
         for k in range(min(6, len(q) - m.end()), 0, -1):
             if core.endswith(q[m.end() : m.end() + k]) and k < len(core):
                 return q[: m.start()] + core + q[m.end() + k :]
+    m = _DEMONSTRATIVE.match(q) or _PRONOUN_START.match(q) or _DEMONSTRATIVE.search(q)
+    if m:
+        return q[: m.start()] + core + q[m.end() :]
     return f"关于{core}，{q}"
 
 
@@ -484,9 +484,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
                     ns, ne = _clause_bounds(ctx.text, ce + 1, ce + 1, s.end)
                     rest = _subject_fix(ctx, ctx.text[ns:ne], True) or ""
                     core = re.split(r"[（(]", title)[0] if title else ""
-                    if core and rest.startswith(core):
-                        q = core + wh + rest[len(core) :]
-                    elif rest and wh in ("哪一年", "什么时候") and not _SUBORDINATE.search(rest):
+                    if rest and wh in ("哪一年", "什么时候") and not _SUBORDINATE.search(rest):
                         lead = f"关于{core}，" if rest.startswith(f"关于{core}，") else ""
                         q = lead + rest[len(lead) :] + "是在" + wh
                     else:

@@ -140,4 +140,14 @@ def test_narrative_guards(text: str, title: str, bad: str) -> None:
 
 def test_narrative_time_clause_names_the_subject() -> None:
     pairs = generate_pairs(TeacherChunk("2010年，该游戏在中国大陆上线。", ("泡泡战士",), "zh"), ALL)
-    assert [(p.question, p.answer) for p in pairs] == [("泡泡战士哪一年在中国大陆上线？", "2010年")]
+    assert [(p.question, p.answer) for p in pairs] == [("泡泡战士在中国大陆上线是在哪一年？", "2010年")]
+
+
+def test_narrative_demonstrative_resolves_to_title() -> None:
+    text = "越南投资发展银行是越南最大的国有银行。该银行创立于1957年4月26日。"
+    pairs = generate_pairs(TeacherChunk(text, ("越南投资发展银行",), "zh"), ALL)
+    by_rule = {p.rule: p for p in pairs}
+    assert by_rule["zh_copula"].question == "越南投资发展银行是什么？"
+    assert by_rule["zh_copula"].answer == "越南最大的国有银行"
+    assert by_rule["zh_date"].question == "越南投资发展银行创立于什么时候？"
+    assert by_rule["zh_date"].answer == "1957年4月26日"
