@@ -39,7 +39,7 @@ class Repaired:
     repairs: list[str] = field(default_factory=list)
 
 
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON|json5)?[ \t]*\n?(.*?)(?:```|$)", re.S)
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON|json5)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
 
 
 def _strip_fences(text: str) -> str | None:

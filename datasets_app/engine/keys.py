@@ -16,8 +16,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ ENV_PREFIX = "VSM_TEACHER_KEYS_"
 class ApiKey:
     """One secret with a printable id; ``repr``/``str`` show only the id."""
 
-    __slots__ = ("id", "_secret")
+    __slots__ = ("_secret", "id")
 
     def __init__(self, key_id: str, secret: str) -> None:
         if not secret:
@@ -374,7 +375,7 @@ class KeyPool:
             with self._slots:
                 try:
                     result = fn(key)
-                except Exception as exc:  # noqa: BLE001 - classified below
+                except Exception as exc:
                     failure = classify(exc)
                     if failure is None:
                         self._release(key)

@@ -20,7 +20,7 @@ CLOSE = "</document>"
 # Anything a model might read as one of our data tags: <document>, </ document >, <DOCUMENT …>,
 # full-width brackets, and the field tags used by the judge/paraphrase recipes.
 _TAG_NAMES = r"document|question|reference|candidate|answer"
-_TAG_LIKE = re.compile(rf"[<＜]\s*(/?)\s*({_TAG_NAMES})\b", re.I)
+_TAG_LIKE = re.compile(rf"[<＜]\s*(/?)\s*({_TAG_NAMES})\b", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .jsonrepair import MalformedOutput, excerpt, parse_json_output
 from .keys import (
@@ -349,7 +350,7 @@ class OpenAICompatibleTeacher(_BaseTeacher):
                     kwargs["response_format"] = fmt
                 try:
                     resp = self._client(key).chat.completions.create(**kwargs)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if self._downgrade(exc):
                         continue
                     raise

@@ -4,12 +4,15 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from datasets_app.engine.jsonrepair import MalformedOutput, parse_json_output, repair_json
+from datasets_app.engine.jsonrepair import (
+    MalformedOutput,
+    parse_json_output,
+    repair_json,
+)
 from datasets_app.engine.prompts import (
     CLOSE,
     OPEN,
     build_prompt,
-    entities_prompt,
     entities_schema,
     escape_data,
     judge_prompt,

@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from datasets_app.engine.keys import AllKeysFailed, KeyPoolConfig, RetriesExhausted, make_keys
+from datasets_app.engine.keys import (
+    AllKeysFailed,
+    KeyPoolConfig,
+    RetriesExhausted,
+    make_keys,
+)
 from datasets_app.engine.prompts import qa_prompt
 from datasets_app.engine.teachers import (
     GeminiTeacher,
@@ -94,7 +99,7 @@ def make_handler(script: Script):
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             key = self.headers.get("Authorization", "").removeprefix("Bearer ")
             if self.path != "/v1/chat/completions":
