@@ -51,7 +51,7 @@ class OfflineTeacherConfig:
     max_pairs: int = 3  # pairs kept per chunk, best first
     seed: int = 0  # mixes into a per-chunk RNG that orders equally good variants
     distinct_sentences: bool = True  # take one pair per sentence before a second one
-    max_question_chars: int = 80  # longer questions read like copied sentences
+    max_question_chars: int = 60  # longer questions read like copied sentences
     min_question_chars: int = 6  # shorter ones lack enough content to be answerable
     max_answer_chars: int = 300  # clause answers are trimmed at a sentence boundary
     fallback: bool = True  # narrative wh-/cloze rules when structure rules find little
@@ -253,6 +253,8 @@ def _modal_after(text: str, pos: int, end: int) -> tuple[str, str, int] | None:
 
 def _zh_thresholds(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     """Amount/threshold conditions with an obligation: "X3000元及以上的需Y"."""
+    if not _is_regulation(ctx):
+        return []
     out = []
     for si, s in enumerate(ctx.sentences):
         body = _strip_article_head(ctx.text, s.start, s.end)
@@ -294,6 +296,8 @@ _DEADLINE = re.compile(r"(?<![\d.])(\d+)\s*(个工作日|个月|日|天|小时|�
 
 def _zh_deadlines(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     """"应在费用发生后30日内提交" → "…应在费用发生后多少日内提交…？"."""
+    if not _is_regulation(ctx):
+        return []
     out = []
     for si, s in enumerate(ctx.sentences):
         body = _strip_article_head(ctx.text, s.start, s.end)
@@ -465,7 +469,7 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if _inside_brackets(ctx.text, a, s.start):
                 continue
             prev, nxt = ctx.text[a - 1 : a] if a else "", ctx.text[b : b + 1]
-            if (prev and prev in _RANGE + "第前:：") or (nxt and nxt in _RANGE + "（(尾底初末中旬"):
+            if (prev and prev in _RANGE + "第前:：、") or (nxt and (nxt in _RANGE + "（(尾底初末中旬" or nxt.isdigit())):
                 continue  # "30－42厘米", "1984年至1992年", "天正3年（1575年）": half a range
             cs, ce = _clause_bounds(ctx.text, a, s.start, s.end)
             if rule == "zh_copula":
@@ -479,6 +483,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
                     if head_e - head_s <= 20 and ce - head_s <= ctx.config.max_question_chars:
                         q_start = head_s
                 q = ctx.text[q_start:a] + wh + ctx.text[b:ce]
+                if cs == a and 1 < ce - b < 6:
+                    continue  # "2005年美国大奖赛": a bare noun phrase, no predicate to ask about
                 if cs == a and ce - b <= 1 and ce < s.end:
                     # "2010年，该游戏在中国大陆上线" → "泡泡战士哪一年在中国大陆上线"
                     ns, ne = _clause_bounds(ctx.text, ce + 1, ce + 1, s.end)
