@@ -440,8 +440,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if any(a <= m.start() < b for a, b, *_ in found):
                 continue
             unit = m.group(4)
-            if unit == "年" and len(m.group(1)) >= 3:
-                continue
+            if (unit == "年" and len(m.group(1)) >= 3) or unit in ("日", "月"):
+                continue  # years and calendar days belong to the date rules
             wh = "百分之多少" if unit in ("%", "％") else "多少" + (m.group(3) or "") + unit
             if unit in ("%", "％"):
                 wh = "多少"  # "占总数的多少" reads better than a literal percent sign
@@ -496,6 +496,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
                     else:
                         continue
                 q = _CONNECTOR.sub("", q)
+                if "我" in q:
+                    continue  # a question built inside a first-person quote
                 if len(q) - len(wh) < 5 or _DANGLING.search(q) or _unbalanced(q):
                     continue
                 fixed = _subject_fix(ctx, q, q_start == s.start)
