@@ -155,6 +155,14 @@ def repair_json(text: str) -> Repaired:
         return Repaired(_loads(raw), repairs)
     except ValueError:
         pass
+    low = raw.lower()
+    if "</think>" in low:
+        raw = raw[low.rindex("</think>") + len("</think>"):].strip()
+        repairs.append("reasoning block")
+        if not raw:
+            raise MalformedOutput("output holds only a reasoning block, no answer", text)
+    elif low.startswith("<think>"):
+        raise MalformedOutput("output holds only an unfinished reasoning block (raise max_output_tokens)", text)
     body = raw
     fenced = _strip_fences(raw)
     if fenced is not None and fenced != raw:

@@ -114,6 +114,8 @@ REPAIR_TABLE = [
     ('[1, 2, 3', [1, 2, 3], ["truncated output (closed)"]),
     ('{"think": "line1\nline2", "score": 3}', {"think": "line1\nline2", "score": 3}, []),
     ('\ufeff {"中文": "报销需要发票"}', {"中文": "报销需要发票"}, []),
+    ('<think>use {"a": 0}? no.</think>\n{"a": 1}', {"a": 1}, ["reasoning block"]),
+    ('{"think": "ends with </think>", "a": 1}', {"think": "ends with </think>", "a": 1}, []),
 ]
 
 
@@ -130,6 +132,8 @@ def test_repair_table(text, expected, repairs):
     ("I cannot help with that.", "no JSON object or array found"),
     ('{"pairs": [{"q": "a', "truncated JSON with no complete item"),
     ('{"a": 1 "b": 2}', "invalid JSON"),
+    ("<think>still thinking {", "unfinished reasoning block"),
+    ("<think>done</think>", "only a reasoning block"),
 ])
 def test_unrepairable_output_raises_with_excerpt(text, reason):
     with pytest.raises(MalformedOutput) as info:
