@@ -22,8 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datasets_app.engine.filters import FilterConfig, apply_filters  # noqa: E402
-from datasets_app.engine.offline_teacher import OfflineTeacherConfig, TeacherChunk, generate_pairs  # noqa: E402
+from datasets_app.engine.filters import FilterConfig, apply_filters
+from datasets_app.engine.offline_teacher import (
+    OfflineTeacherConfig,
+    TeacherChunk,
+    generate_pairs,
+)
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:

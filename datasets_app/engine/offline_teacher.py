@@ -12,11 +12,17 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .textnorm import Span, cjk_ratio, looks_like_injection, normalize_question, split_sentences
+from .textnorm import (
+    Span,
+    cjk_ratio,
+    looks_like_injection,
+    normalize_question,
+    split_sentences,
+)
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,7 @@ def _zh_thresholds(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     for si, s in enumerate(ctx.sentences):
         body = _strip_article_head(ctx.text, s.start, s.end)
         for m in _QTY.finditer(ctx.text, body, s.end):
-            cs, ce = _clause_bounds(ctx.text, m.start(), body, s.end)
+            cs, _ce = _clause_bounds(ctx.text, m.start(), body, s.end)
             before = ctx.text[cs : m.start()]
             after = ctx.text[m.end() : s.end]
             cb = _CMP_BEFORE.search(before)

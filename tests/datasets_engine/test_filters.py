@@ -57,7 +57,7 @@ def test_duplicates_exact_near_and_across_chunks() -> None:
         {"question": "报销金额 达到多少 需要签订协议？？", "answer": "3000元"},
         {"question": "报销人应在费用发生后多少日内提交报销材料？", "answer": "30日内"},
     ]
-    kept, rejected, counts = apply_filters(cands, CHUNK)
+    kept, _rejected, counts = apply_filters(cands, CHUNK)
     assert [c["answer"] for c in kept] == ["3000元", "30日内"]
     assert counts[F.DUPLICATE] == 2
     kept2, _, counts2 = apply_filters(cands[:1], CHUNK, seen_questions=["报销金额达到多少需要签订协议"])
@@ -77,7 +77,7 @@ def test_embedding_hook_catches_paraphrases() -> None:
     def embed(texts):  # a stand-in model: "agreement" questions share one direction
         return [[1.0, 0.0] if ("协议" in t or "合同" in t) else [0.0, 1.0] for t in texts]
 
-    kept, rejected, counts = apply_filters(cands, CHUNK, embed=embed)
+    kept, _rejected, counts = apply_filters(cands, CHUNK, embed=embed)
     assert len(kept) == 2 and counts[F.EMBEDDING_DUPLICATE] == 1
 
 
