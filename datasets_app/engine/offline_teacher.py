@@ -69,7 +69,7 @@ class OfflineTeacherConfig:
 _ZH_DOC_SUFFIX = re.compile(r"(办法|规定|制度|细则|条例|守则|规范|规程|指南|手册|章程|准则|标准|通知|方案|法)$")
 _ARTICLE = re.compile(r"(?:(?<=^)|(?<=[\s。；;：:]))第[一二三四五六七八九十百千零〇两\d]+条(?:\s*[（(]([^）)\n]{1,20})[）)])?\s*")
 _CHAPTER_NUM = re.compile(r"^(?:第[一二三四五六七八九十百\d]+[章节篇部分]|[\d.]+|[一二三四五六七八九十]+、)\s*")
-_CLAUSE_END = "，,；;。！？!?\n"
+_CLAUSE_END = "，,；;。！？!?\n：:"
 _WH_UNIT = (
     r"个工作日|个月|平方公里|平方千米|平方米|公里|千米|厘米|毫米|米|公顷|亩|美元|欧元|英镑|日元|港元|万元|亿元|元"
     r"|岁|次|场|分钟|秒|小时|天|日圆|日|周年|周|年|种|座|部|家|所|项|件|吨|公斤|千克|克|层|届|集|首|张|本|篇|条|枚|块"
@@ -115,10 +115,10 @@ def _zh_prefix(doc: str, topic: str) -> str:
 def _clause_bounds(text: str, pos: int, lo: int, hi: int) -> tuple[int, int]:
     """The clause (between commas/semicolons) around ``pos`` within [lo, hi)."""
     s = pos
-    while s > lo and (text[s - 1] not in _CLAUSE_END or _inside_brackets(text, s - 1, lo)):
+    while s > lo and (text[s - 1] not in _CLAUSE_END or _soft_comma(text, s - 1, lo)):
         s -= 1
     e = pos
-    while e < hi and (text[e] not in _CLAUSE_END or _inside_brackets(text, e, lo)):
+    while e < hi and (text[e] not in _CLAUSE_END or _soft_comma(text, e, lo)):
         e += 1
     return s, e
 
@@ -132,6 +132,13 @@ def _inside_brackets(text: str, pos: int, lo: int) -> bool:
         elif ch in "）)」』”》" and depth:
             depth -= 1
     return depth > 0
+
+
+def _soft_comma(text: str, i: int, lo: int) -> bool:
+    """A comma that does not end a clause: inside brackets, or a thousands separator."""
+    if text[i] in ",，" and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+        return True
+    return _inside_brackets(text, i, lo)
 
 
 def _trim_answer(text: str, limit: int) -> str:
@@ -227,7 +234,7 @@ def _zh_definitions(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
     for m in _ZH_DEF.finditer(ctx.text):
         term = m.group("term")
         term = re.sub(r"^(?:第[一二三四五六七八九十百\d]+条\s*(?:[（(][^）)]*[）)])?|所称|本.{1,3}所称)", "", term).strip()
-        if len(term) < 2 or term in ("这", "这里", "此处", "其"):
+        if len(term) < 2 or re.search(r"^(?:其实|这|那|此|它|他|她)|[就也都则即还又]$", term):
             continue
         q = f"{ctx.prefix}什么是{term}" if ctx.prefix.startswith("根据") else f"什么是{term}"
         p = _pair(ctx, q, m.start("def"), m.end("def"), "zh_definition", 0.9)
@@ -475,6 +482,8 @@ def _zh_narrative(ctx: _Ctx) -> list[tuple[CandidatePair, int]]:
             if _inside_brackets(ctx.text, a, s.start):
                 continue
             prev, nxt = ctx.text[a - 1 : a] if a else "", ctx.text[b : b + 1]
+            if ctx.text[max(s.start, a - 2) : a] in ("纪念", "庆祝"):
+                continue  # "为纪念1932年6月24日（的政变）": the date stands for an event
             if (prev and prev in _RANGE + "第前:：、") or (nxt and (nxt in _RANGE + "（(尾底初末中旬" or nxt.isdigit())):
                 continue  # "30－42厘米", "1984年至1992年", "天正3年（1575年）": half a range
             cs, ce = _clause_bounds(ctx.text, a, s.start, s.end)

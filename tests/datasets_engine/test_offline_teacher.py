@@ -151,3 +151,14 @@ def test_narrative_demonstrative_resolves_to_title() -> None:
     assert by_rule["zh_copula"].answer == "越南最大的国有银行"
     assert by_rule["zh_date"].question == "越南投资发展银行创立于什么时候？"
     assert by_rule["zh_date"].answer == "1957年4月26日"
+
+
+def test_definition_needs_a_real_term() -> None:
+    text = "本剧选名为鳄鱼泪，其实就是指主角伤害人以后流下眼泪。"
+    assert not [p for p in generate_pairs(TeacherChunk(text, ("鳄鱼泪",), "zh"), ALL) if p.rule == "zh_definition"]
+
+
+def test_thousands_comma_does_not_split_a_clause() -> None:
+    text = "西贡商信银行合共211个网点遍布国内44个省份及5,000名员工。"
+    for p in generate_pairs(TeacherChunk(text, ("西贡商信银行",), "zh"), ALL):
+        assert not p.question.endswith("及5？"), p
