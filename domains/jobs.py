@@ -142,6 +142,7 @@ class JobContext:
         self._cancel = threading.Event()
         self._log = job.log_tail
         self._last_write = 0.0
+        self._partial: dict[str, Any] = dict(job.result or {})
 
     def _owned(self):
         return Job.objects.filter(pk=self.job_id, lease_owner=self._token, status=Job.Status.RUNNING)
@@ -176,6 +177,11 @@ class JobContext:
         self.check_cancelled()
         self._last_write = now
         self._write(**fields)
+
+    def report(self, **data) -> None:
+        """Publish partial results while the job runs (counters a person watches, e.g. filter counts)."""
+        self._partial.update(data)
+        self._write(result=dict(self._partial))
 
     def log(self, line: str) -> None:
         logger.info("job %s: %s", self.job_id, line)

@@ -35,13 +35,26 @@ def test_the_matrix_covers_the_domain_pages_and_api():
 
 
 @pytest.fixture
-def ids(domain, alice, bob):
+def ids(domain, alice, bob, data_dir):
     key, _ = ApiKey.issue(domain=domain, name="crm", scope="read", created_by=alice)
     job = enqueue_job(domain=domain, kind="selfcheck", created_by=alice)
     document = Document.objects.create(domain=domain, filename="rules.txt", content_hash="0" * 64, status="ready")
+    from datasets_app.models import QADataset, QAPair, TeacherConfig
+    from datasets_app.services import add_pair, add_teacher_key
+    from datasets_app.versions import freeze_dataset
+
+    dataset = QADataset.default_for(domain)
+    pair = add_pair(dataset=dataset, by=alice, question="报销需要什么？", answer="发票。", approve=True)
+    version = freeze_dataset(dataset=dataset, by=alice).version
+    teacher = TeacherConfig.objects.create(domain=domain, name="deepseek", provider="openai", model="deepseek-chat",
+                                           base_url="https://api.deepseek.com/v1")
+    teacher_key = add_teacher_key(teacher=teacher, label="main", secret="sk-test-0123456789abcdef", by=alice)
+    assert isinstance(pair, QAPair)
     return {
         "members": Membership.objects.get(domain=domain, user=bob).pk,
         "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,
+        "datasets": dataset.pk, "pairs": pair.pk, "versions": version.pk, "teachers": teacher.pk,
+        "teacher-keys": teacher_key.pk,
     }
 
 

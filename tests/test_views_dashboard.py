@@ -41,7 +41,7 @@ def test_stages_not_set_up_show_a_dash_not_a_number(client_as, alice, domain):
     response = client_as(alice).get(url(domain))
     cards = response.context["cards"]
     assert [c.key for c in cards] == ["documents", "datasets", "training", "models", "chat"]
-    later = [c for c in cards if c.key != "documents"]  # stages whose apps are not built yet
+    later = [c for c in cards if c.key not in ("documents", "datasets")]  # stages whose apps are not built yet
     assert all(c.count is None and c.url is None for c in later)
     html = response.content.decode()
     assert html.count("Not set up yet") == len(later)
@@ -55,6 +55,16 @@ def test_documents_stage_counts_the_domains_documents(client_as, alice, domain, 
     Document.objects.create(domain=other_domain, filename="b.pdf", content_hash="b" * 64)
     card = client_as(alice).get(url(domain)).context["cards"][0]
     assert (card.key, card.count, card.url) == ("documents", 1, reverse("document-list", args=["finance"]))
+
+
+def test_datasets_stage_counts_the_domains_pairs(client_as, alice, domain, other_domain):
+    from datasets_app.models import QADataset
+    from datasets_app.services import add_pair
+
+    add_pair(dataset=QADataset.default_for(domain), by=alice, question="报销需要什么？", answer="发票")
+    add_pair(dataset=QADataset.default_for(other_domain), by=None, question="How warm?", answer="20 °C")
+    card = client_as(alice).get(url(domain)).context["cards"][1]
+    assert (card.key, card.count, card.url) == ("datasets", 1, reverse("dataset-list", args=["finance"]))
 
 
 def test_a_filled_stage_shows_its_count_and_link(client_as, alice, domain, monkeypatch):

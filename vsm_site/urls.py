@@ -6,6 +6,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/", include("domains.api_urls")),
     path("", include("domains.urls")),
+    path("", include("datasets_app.urls")),
 ]
 
 

@@ -1,0 +1,270 @@
+"""Workflows over QA pairs: review state machine with history, optimistic locking, manual
+add, import, bulk actions and teacher keys. Views, the API and the admin all call these."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from datasets_app.models import QADataset, QAPair, QAPairEvent, TeacherConfig, TeacherKey
+from domains.models import Chunk, Domain
+
+EDITABLE = ("question", "answer", "held_out")
+TRACKED = ("question", "answer", "status", "reject_reason", "held_out", "assigned_to_id", "second_verdict")
+
+
+class EditConflict(Exception):
+    """The pair changed since the editor loaded it; carries the current row so nothing is lost."""
+
+    def __init__(self, current: QAPair, expected: int):
+        self.current = current
+        self.expected = expected
+        super().__init__(
+            f"This pair was changed by someone else (version {current.version}, you edited version {expected}). "
+            "Reload it, then apply your change again."
+        )
+
+
+class InvalidTransition(ValidationError):
+    pass
+
+
+# Which review actions are allowed from which state.
+ACTIONS = {
+    "approve": QAPair.Status.APPROVED,
+    "reject": QAPair.Status.REJECTED,
+    "needs_edit": QAPair.Status.NEEDS_EDIT,
+    "reopen": QAPair.Status.PENDING,
+}
+ALLOWED = {
+    QAPair.Status.PENDING: {"approve", "reject", "needs_edit"},
+    QAPair.Status.NEEDS_EDIT: {"approve", "reject", "reopen"},
+    QAPair.Status.APPROVED: {"reject", "needs_edit", "reopen"},
+    QAPair.Status.REJECTED: {"approve", "reopen"},
+}
+
+
+def _snapshot(pair: QAPair, fields=TRACKED) -> dict:
+    return {name: getattr(pair, name) for name in fields}
+
+
+def _diff(before: dict, after: dict) -> tuple[dict, dict]:
+    changed = [k for k in after if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in changed}, {k: after[k] for k in changed}
+
+
+def _cas_update(pair: QAPair, expected_version: int | None, by, action: str, note: str = "", **fields) -> QAPair:
+    """Write ``fields`` if the pair is still at ``expected_version``; record the event; bump the version."""
+    expected = pair.version if expected_version is None else int(expected_version)
+    with transaction.atomic():
+        current = QAPair.objects.select_for_update().get(pk=pair.pk)
+        if current.version != expected:
+            raise EditConflict(current, expected)
+        before = _snapshot(current)
+        for name, value in fields.items():
+            setattr(current, name, value)
+        after = _snapshot(current)
+        old, new = _diff(before, after)
+        if not old and not note and action == "edit":
+            return current  # nothing changed: no event, no version bump
+        updated = QAPair.objects.filter(pk=pair.pk, version=expected).update(
+            **fields, version=F("version") + 1, updated_at=timezone.now()
+        )
+        if not updated:  # databases without row locks (SQLite) still get the compare-and-swap
+            raise EditConflict(QAPair.objects.get(pk=pair.pk), expected)
+        QAPairEvent.objects.create(pair=current, actor=by if getattr(by, "is_authenticated", False) else None,
+                                   action=action, before=old, after=new, note=note[:300])
+        current.refresh_from_db()
+    return current
+
+
+def edit_pair(pair: QAPair, *, by, expected_version: int | None, **changes) -> QAPair:
+    """Change question / answer / held-out. A pair waiting for an edit goes back to pending."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    for name in ("question", "answer"):
+        if name in changes:
+            changes[name] = (changes[name] or "").strip()
+            if not changes[name]:
+                raise ValidationError({name: _("This field cannot be empty.")})
+    if pair.status == QAPair.Status.NEEDS_EDIT and ({"question", "answer"} & set(changes)):
+        changes["status"] = QAPair.Status.PENDING
+    return _cas_update(pair, expected_version, by, "edit", **changes)
+
+
+def review_pair(pair: QAPair, *, by, action: str, expected_version: int | None = None, reason: str = "",
+                question: str | None = None, answer: str | None = None) -> QAPair:
+    """Apply a review action (optionally with an edit in the same step, e.g. "edit and approve")."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown review action {action!r}")
+    reason = (reason or "").strip()
+    if action == "reject" and not reason:
+        raise ValidationError({"reason": _("Say why the pair is rejected.")})
+    dataset = pair.dataset
+    fields: dict = {}
+    if question is not None:
+        fields["question"] = question.strip()
+    if answer is not None:
+        fields["answer"] = answer.strip()
+    if any(not v for v in fields.values()):
+        raise ValidationError(_("Question and answer cannot be empty."))
+    target = ACTIONS[action]
+    second = (
+        dataset.double_review
+        and action in ("approve", "reject")
+        and pair.status in (QAPair.Status.APPROVED, QAPair.Status.REJECTED)
+        and pair.reviewed_by_id is not None
+        and pair.reviewed_by_id != getattr(by, "pk", None)
+        and not pair.second_verdict
+    )
+    if second:
+        # The second reviewer's verdict is recorded beside the first; agreement is shown.
+        return _cas_update(pair, expected_version, by, "second_review", reason,
+                           second_reviewed_by=by, second_verdict=target, **fields)
+    if action not in ALLOWED[QAPair.Status(pair.status)]:
+        raise InvalidTransition(
+            _("A pair that is %(state)s cannot be %(action)s.")
+            % {"state": pair.get_status_display().lower(), "action": action.replace("_", " ")}
+        )
+    fields.update(status=target, reject_reason=reason if action in ("reject", "needs_edit") else "")
+    if action == "reopen":
+        fields.update(reviewed_by=None, reviewed_at=None, second_reviewed_by=None, second_verdict="")
+    else:
+        fields.update(reviewed_by=by, reviewed_at=timezone.now(), second_reviewed_by=None, second_verdict="")
+    return _cas_update(pair, expected_version, by, action, reason, **fields)
+
+
+def bulk_review(pairs, *, by, action: str = "approve") -> int:
+    """Approve (or reject/...) every pair of a filtered queryset that allows it; returns how many changed."""
+    changed = 0
+    for pair in pairs.select_related("dataset").order_by("pk"):
+        if action not in ALLOWED[QAPair.Status(pair.status)]:
+            continue
+        try:
+            review_pair(pair, by=by, action=action, expected_version=pair.version, reason="bulk")
+        except EditConflict:
+            continue  # someone else is on it; leave theirs
+        changed += 1
+    return changed
+
+
+def assign_pairs(pairs, *, to, by) -> int:
+    """Give pairs to a reviewer (or take them back with ``to=None``)."""
+    if to is not None and not to.memberships.filter(domain_id=pairs.values("domain_id")[:1]).exists():
+        raise ValidationError(_("Pairs can only be assigned to members of the domain."))
+    changed = 0
+    for pair in pairs.order_by("pk"):
+        if pair.assigned_to_id == (to.pk if to else None):
+            continue
+        try:
+            _cas_update(pair, pair.version, by, "assign", assigned_to=to)
+        except EditConflict:
+            continue
+        changed += 1
+    return changed
+
+
+def add_pair(*, dataset: QADataset, by, question: str, answer: str, chunk: Chunk | None = None,
+             held_out: bool = False, approve: bool = False, source: str = QAPair.Source.MANUAL) -> QAPair:
+    """An expert's own pair (optionally approved at once)."""
+    question, answer = (question or "").strip(), (answer or "").strip()
+    if not question or not answer:
+        raise ValidationError(_("Question and answer cannot be empty."))
+    if chunk is not None and chunk.domain_id != dataset.domain_id:
+        raise PermissionDenied("chunk of another domain")
+    now = timezone.now()
+    with transaction.atomic():
+        pair = QAPair.objects.create(
+            domain_id=dataset.domain_id, dataset=dataset, question=question, answer=answer, chunk=chunk,
+            document_id=chunk.document_id if chunk else None, source_text=chunk.text if chunk else "",
+            source=source, held_out=held_out, created_by=by,
+            status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
+            reviewed_by=by if approve else None, reviewed_at=now if approve else None,
+        )
+        QAPairEvent.objects.create(pair=pair, actor=by, action="create", after=_snapshot(pair))
+    return pair
+
+
+@dataclass
+class ImportOutcome:
+    created: int = 0
+    duplicates: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    file_error: str = ""
+
+
+def _import_key(question: str, answer: str) -> str:
+    return hashlib.sha256(f"import\0{question.strip()}\0{answer.strip()}".encode()).hexdigest()
+
+
+def import_pairs(*, dataset: QADataset, by, data: bytes, filename: str, approve: bool = False) -> ImportOutcome:
+    """Import QA pairs from CSV / JSONL / XLSX / Alpaca / ShareGPT. Re-importing a file adds nothing twice."""
+    from datasets_app.engine.formats import import_alpaca, import_qa, import_sharegpt
+
+    lower = filename.lower()
+    if lower.endswith(".json") or "alpaca" in lower:
+        result = import_alpaca(data)
+    elif "sharegpt" in lower:
+        result = import_sharegpt(data)
+    else:
+        result = import_qa(data, filename)
+    outcome = ImportOutcome(errors=[(e.line, e.reason) for e in result.errors], file_error=result.file_error or "")
+    if result.file_error:
+        return outcome
+    now = timezone.now()
+    for record in result.records:
+        key = _import_key(record.question, record.answer)
+        try:
+            with transaction.atomic():
+                pair = QAPair.objects.create(
+                    domain_id=dataset.domain_id, dataset=dataset, question=record.question.strip(),
+                    answer=record.answer.strip(), source=QAPair.Source.IMPORT, teacher_label=f"import: {filename}"[:200],
+                    held_out=record.held_out, source_text=record.chunk_text or "", origin_key=key, created_by=by,
+                    status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
+                    reviewed_by=by if approve else None, reviewed_at=now if approve else None,
+                )
+                QAPairEvent.objects.create(pair=pair, actor=by, action="import", after=_snapshot(pair),
+                                           note=filename[:300])
+        except IntegrityError:
+            outcome.duplicates += 1
+            continue
+        outcome.created += 1
+    return outcome
+
+
+# Teachers ------------------------------------------------------------------------------------
+
+
+def add_teacher_key(*, teacher: TeacherConfig, label: str, secret: str, by) -> TeacherKey:
+    key = TeacherKey(teacher=teacher, label=(label or "").strip() or _("key"), created_by=by)
+    key.set_secret(secret)
+    key.save()
+    return key
+
+
+def default_teacher(domain: Domain) -> TeacherConfig | None:
+    """The teacher recipes use unless told otherwise; None means the built-in offline teacher."""
+    return TeacherConfig.objects.for_domain(domain).filter(is_default=True).first()
+
+
+def set_default_teacher(teacher: TeacherConfig | None, *, domain: Domain) -> None:
+    with transaction.atomic():
+        TeacherConfig.objects.for_domain(domain).update(is_default=False)
+        if teacher is not None:
+            TeacherConfig.objects.filter(pk=teacher.pk).update(is_default=True)
+
+
+def mark_stale(*, domain_id: int, chunk_ids, reason: str) -> int:
+    """Flag the datasets whose pairs came from removed chunks (their reviewed pairs are kept)."""
+    dataset_ids = set(QAPair.objects.filter(chunk_id__in=list(chunk_ids)).values_list("dataset_id", flat=True))
+    if not dataset_ids:
+        return 0
+    return QADataset.objects.filter(pk__in=dataset_ids, domain_id=domain_id).update(
+        stale_since=timezone.now(), stale_reason=reason[:300]
+    )
