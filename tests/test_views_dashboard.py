@@ -75,7 +75,7 @@ def test_a_filled_stage_shows_its_count_and_link(client_as, alice, domain, monke
     assert (card.key, card.count, card.url) == ("documents", 7, reverse("job-list", args=["finance"]))
     html = response.content.decode()
     assert 'data-count="7">7</p>' in html
-    assert html.count("Not set up yet") == 4  # datasets, training, models, chat
+    assert html.count("Not set up yet") == 3  # training, models, chat
 
 
 def test_fill_refuses_an_unknown_stage():
