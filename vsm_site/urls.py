@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/", include("domains.api_urls")),
     path("", include("domains.urls")),
     path("", include("datasets_app.urls")),
+    path("", include("datasets_app.urls_review")),
 ]
 
 
