@@ -141,11 +141,12 @@ def review_pair(pair: QAPair, *, by, action: str, expected_version: int | None =
 
 
 def bulk_review(pairs, *, by, action: str = "approve") -> int:
-    """Approve (or reject/...) every pair of a filtered queryset that allows it; returns how many changed."""
+    """Approve (or reject / mark) the *pending* pairs of a filtered queryset; returns how many changed.
+
+    Pairs someone already decided on are left alone: a bulk action never overrides a review.
+    """
     changed = 0
-    for pair in pairs.select_related("dataset").order_by("pk"):
-        if action not in ALLOWED[QAPair.Status(pair.status)]:
-            continue
+    for pair in pairs.filter(status=QAPair.Status.PENDING).select_related("dataset").order_by("pk"):
         try:
             review_pair(pair, by=by, action=action, expected_version=pair.version, reason="bulk")
         except EditConflict:
