@@ -3,6 +3,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from datasets_app import api as datasets_api
 from domains import api
 
 app_name = "api"
@@ -14,6 +15,11 @@ router.register(rf"{in_domain}/members", api.MemberViewSet, basename="member")
 router.register(rf"{in_domain}/api-keys", api.ApiKeyViewSet, basename="api-key")
 router.register(rf"{in_domain}/jobs", api.JobViewSet, basename="job")
 router.register(rf"{in_domain}/documents", api.DocumentViewSet, basename="document")
+router.register(rf"{in_domain}/datasets", datasets_api.DatasetViewSet, basename="dataset")
+router.register(rf"{in_domain}/pairs", datasets_api.PairViewSet, basename="pair")
+router.register(rf"{in_domain}/versions", datasets_api.VersionViewSet, basename="dataset-version")
+router.register(rf"{in_domain}/teachers", datasets_api.TeacherViewSet, basename="teacher")
+router.register(rf"{in_domain}/teacher-keys", datasets_api.TeacherKeyViewSet, basename="teacher-key")
 
 urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
