@@ -10,6 +10,8 @@ accepted once and never returned.
 """
 from __future__ import annotations
 
+import io
+
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import FileResponse
@@ -488,7 +490,7 @@ class VersionViewSet(ScopedContextMixin, DomainAccessMixin, viewsets.ReadOnlyMod
         except VersionFilesMissing as exc:
             raise VersionGone(str(exc)) from exc
         return FileResponse(
-            iter([export.data]), as_attachment=True, filename=export.filename, content_type=export.content_type
+            io.BytesIO(export.data), as_attachment=True, filename=export.filename, content_type=export.content_type
         )
 
 
