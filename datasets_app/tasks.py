@@ -133,7 +133,7 @@ class QARecipe(Recipe):
         sig = self.signature
         return [Unit(_h("qa", c.content_hash, sig), _chunk_payload(c)) for c in _chunks(self.dataset, self.ctx.params)]
 
-    def prepare(self):
+    def prepare(self, todo):
         from datasets_app.engine.textnorm import normalize_question
 
         self.seen = list(QAPair.objects.filter(dataset=self.dataset).values_list("question", flat=True))
@@ -196,7 +196,7 @@ class ParaphraseRecipe(Recipe):
             for pr in pairs.order_by("pk")
         ]
 
-    def prepare(self):
+    def prepare(self, todo):
         from datasets_app.engine.textnorm import normalize_question
 
         self.seen_norm = {normalize_question(q) for q in
@@ -238,13 +238,20 @@ class ParaphraseRecipe(Recipe):
         return Output(rows, dict(counts))
 
 
-def _corpus(domain):
-    from datasets_app.engine.negatives import CorpusChunk
+def _mine(domain, todo: list[Unit], config) -> dict[str, tuple[Any, bool]]:
+    """Hard negatives for every unit's (question, chunk) at once: unit key → (record, skipped)."""
+    from datasets_app.engine.formats import RetrievalRecord
+    from datasets_app.engine.negatives import CorpusChunk, mine_hard_negatives
 
-    return [
+    corpus = [
         CorpusChunk(id=str(c.pk), text=c.text, document=str(c.document_id), heading_path=tuple(c.heading_path or []))
         for c in Chunk.objects.for_domain(domain).only("pk", "text", "document_id", "heading_path")
     ]
+    records = [RetrievalRecord(u.payload["question"], str(u.payload["chunk_id"] or ""),
+                               u.payload.get("text") or u.payload.get("passage", ""), score=1.0) for u in todo]
+    result = mine_hard_negatives(records, corpus, config)
+    skipped = {i for i, _why in result.skipped}
+    return {u.key: (result.records[i], i in skipped) for i, u in enumerate(todo)}
 
 
 class RetrievalRecipe(Recipe):
@@ -267,21 +274,16 @@ class RetrievalRecipe(Recipe):
             for pr in pairs.select_related("chunk").order_by("pk")
         ]
 
-    def prepare(self):
+    def prepare(self, todo):
         from datasets_app.engine.negatives import MiningConfig
 
-        self.corpus = _corpus(self.domain)
-        self.mining = MiningConfig(**self.settings())
+        # One BM25 index over the domain for the whole run, not one per unit.
+        self.mined = _mine(self.domain, todo, MiningConfig(**self.settings()))
 
     def produce(self, unit):
-        from datasets_app.engine.formats import RetrievalRecord
-        from datasets_app.engine.negatives import mine_hard_negatives
-
         p = unit.payload
-        record = RetrievalRecord(p["question"], str(p["chunk_id"]), p["text"], score=1.0)
-        result = mine_hard_negatives([record], self.corpus, self.mining)
-        mined = result.records[0]
-        counts = {"no_hard_negative": 1} if result.skipped else {}
+        mined, skipped = self.mined[unit.key]
+        counts = {"no_hard_negative": 1} if skipped else {}
         row = RetrievalExample(
             domain_id=self.domain.pk, dataset=self.dataset, query=p["question"], chunk_id=p["chunk_id"],
             positive_text=p["text"], negatives=[list(n) for n in mined.negatives], score=1.0,
@@ -360,11 +362,11 @@ class JudgeRecipe(Recipe):
             for pr in pairs.order_by("pk")
         ]
 
-    def prepare(self):
+    def prepare(self, todo):
         from datasets_app.engine.negatives import MiningConfig
 
-        self.corpus = _corpus(self.domain)
-        self.mining = MiningConfig(rank_start=2, rank_end=30, num_negatives=1)
+        self.mined = _mine(self.domain, [u for u in todo if u.payload["chunk_id"]],
+                           MiningConfig(rank_start=2, rank_end=30, num_negatives=1))
 
     def analysis(self, p: dict, passage: str, aligned: bool) -> str:
         from datasets_app.engine import judge_data
@@ -383,14 +385,11 @@ class JudgeRecipe(Recipe):
 
     def produce(self, unit):
         from datasets_app.engine import judge_data
-        from datasets_app.engine.formats import RetrievalRecord
-        from datasets_app.engine.negatives import mine_hard_negatives
 
         p = unit.payload
         cases = [(p["passage"], True, p["chunk_id"])]
-        if p["chunk_id"]:
-            mined = mine_hard_negatives([RetrievalRecord(p["question"], str(p["chunk_id"]), p["passage"])],
-                                        self.corpus, self.mining).records[0]
+        if unit.key in self.mined:
+            mined, _skipped = self.mined[unit.key]
             cases += [(text, False, int(cid)) for cid, text in mined.negatives]
         rows, counts = [], Counter()
         if len(cases) == 1:
@@ -473,7 +472,7 @@ def run_recipe(ctx: JobContext, name: str) -> dict:
     ctx.progress(len(done_keys), total, message=recipe.message)
     prepare = getattr(recipe, "prepare", None)
     if prepare and todo:
-        prepare()
+        prepare(todo)
     done, made, failed = len(done_keys), 0, 0
     error = ""
     try:

@@ -218,3 +218,57 @@ def test_removed_chunks_mark_the_dataset_stale_and_keep_reviewed_pairs(domain, d
     assert dataset.stale_since is not None and "报销管理办法.pdf" in dataset.stale_reason
     assert QAPair.objects.filter(dataset=dataset, chunk__isnull=True).count() == n
     assert all(p.source_text for p in QAPair.objects.filter(dataset=dataset))
+
+
+def test_every_recipe_offline_then_freeze_and_export(domain, dataset, bob, sent, data_dir):
+    from datasets_app import services, versions
+    from datasets_app.engine.judge_data import LABEL_ALIGNED, LABEL_NOT_ALIGNED, parse_judge_label
+    from datasets_app.models import EntityExample, JudgeExample, RetrievalExample
+
+    make_chunks(domain)
+    more = [(f"第{n}章", f"第{20 + n}条 {name}的报销须附{name}发票原件，金额{n * 100}元以上的须经部门负责人签字。")
+            for n, name in enumerate(["会议费", "培训费", "印刷费", "邮电费", "维修费", "租赁费"], start=4)]
+    make_chunks(domain, more, filename="补充规定.pdf")
+    assert run(domain, "qa", dataset, bob).status == Job.Status.SUCCEEDED
+    services.bulk_review(QAPair.objects.filter(dataset=dataset), by=bob, action="approve")
+    first = QAPair.objects.filter(dataset=dataset).order_by("pk").first()
+    services.edit_pair(first, by=bob, expected_version=first.version, held_out=True)
+    approved = QAPair.objects.filter(dataset=dataset, status="approved").count()
+
+    para = run(domain, "paraphrase", dataset, bob, variants=2)
+    assert para.status == Job.Status.SUCCEEDED, para.error
+    variants = QAPair.objects.filter(dataset=dataset, source=QAPair.Source.PARAPHRASE)
+    assert variants.exists() and all(v.parent.answer == v.answer for v in variants)
+    assert all(v.status == QAPair.Status.PENDING for v in variants)  # paraphrases are reviewed too
+    assert all(v.held_out == v.parent.held_out for v in variants)  # a held-out question's variants stay out
+
+    ret = run(domain, "retrieval", dataset, bob, rank_start=1, rank_end=10, num_negatives=2)
+    assert ret.status == Job.Status.SUCCEEDED, ret.error
+    examples = RetrievalExample.objects.filter(dataset=dataset)
+    assert examples.count() == approved
+    for ex in examples:
+        assert ex.positive_text == ex.chunk.text and all(str(ex.chunk_id) != cid for cid, _ in ex.negatives)
+
+    ent = run(domain, "entities", dataset, bob)
+    assert ent.status == Job.Status.SUCCEEDED, ent.error
+    spans = [s for ex in EntityExample.objects.filter(dataset=dataset) for s in ex.spans]
+    assert {"money", "article"} <= {s["label"] for s in spans}
+    for ex in EntityExample.objects.filter(dataset=dataset):
+        assert all(ex.text[s["start"]:s["end"] + 1] == s["mention"] for s in ex.spans)
+
+    judge = run(domain, "judge", dataset, bob)
+    assert judge.status == Job.Status.SUCCEEDED, judge.error
+    labels = set(JudgeExample.objects.filter(dataset=dataset).values_list("label", flat=True))
+    assert labels == {LABEL_ALIGNED, LABEL_NOT_ALIGNED}
+    for ex in JudgeExample.objects.filter(dataset=dataset):
+        assert [m["role"] for m in ex.messages] == ["system", "user", "assistant"]
+        assert parse_judge_label(ex.messages[-1]["content"]) == ex.label
+
+    version = versions.freeze_dataset(dataset=dataset, by=bob).version
+    assert version.counts["qa"]["test"] >= 1
+    assert sum(version.counts["retrieval"].values()) == approved
+    held_q = QAPair.objects.get(pk=first.pk).question
+    assert held_q not in {r.question for r in versions.load_qa(version, "train")}
+    assert held_q in {r.query for r in versions.load_retrieval(version, "test")}
+    for fmt in versions.EXPORT_FORMATS:
+        assert versions.export_version(version, fmt, "all").data, fmt
