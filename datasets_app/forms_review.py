@@ -50,7 +50,7 @@ class ReviewFilterForm(forms.Form):
         members = get_user_model().objects.filter(memberships__domain=domain).order_by("username")
         self.fields["reviewer"].choices = [("", _("Anyone"))] + _user_choices(members)
         self.fields["assigned"].choices = [
-            ("", _("Anyone or no one")), ("me", _("Me")), ("none", _("No one")),
+            ("", _("Anyone")), ("me", _("Me")), ("none", _("No one")),
         ] + _user_choices(reviewers_of(domain))
 
     def values(self) -> dict:

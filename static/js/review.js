@@ -24,18 +24,21 @@
   var busy = false;
   document.addEventListener("htmx:beforeRequest", function () { busy = true; });
   document.addEventListener("htmx:afterRequest", function () { busy = false; });
-  document.addEventListener("htmx:afterSwap", function (event) {
+  // htmx puts the cursor back in a field of the same id after a swap; after a decision the
+  // keys must drive the page again, so only an error keeps it in the form.
+  document.addEventListener("htmx:afterSwap", function () {
     var panel = document.getElementById("pair-panel");
-    if (!panel || !panel.contains(event.detail.elt) && event.detail.elt !== panel) return;
+    if (!panel) return;
     var reason = document.getElementById("review-reason");
-    var errors = panel.querySelector("#review-form .errors");
-    if (errors && reason) {
+    var active = document.activeElement;
+    if (panel.querySelector("#review-form .errors") && reason) {
       reason.focus();  // the rejection needs a reason: the cursor is where it goes
     } else if (panel.querySelector("#conflict")) {
       panel.querySelector("#conflict").scrollIntoView({block: "nearest"});
-    } else if (document.activeElement && document.activeElement !== document.body &&
-               !document.body.contains(document.activeElement)) {
-      document.activeElement.blur();
+    } else if (panel.querySelector("#edit-form .has-errors, #edit-form .errors")) {
+      // leave the cursor in the edit form
+    } else if (active && active !== document.body && panel.contains(active)) {
+      active.blur();
     }
   });
 
