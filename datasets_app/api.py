@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import FileResponse
@@ -29,6 +30,7 @@ from rest_framework.response import Response
 from datasets_app import services
 from datasets_app.models import DatasetVersion, QADataset, QAPair, TeacherConfig, TeacherKey
 from datasets_app.serializers import (
+    AssignSerializer,
     BulkResultSerializer,
     BulkReviewSerializer,
     DatasetSerializer,
@@ -54,6 +56,8 @@ from domains.api import SLUG_PARAMETER, DomainAccessMixin, _no_store, api_errors
 from domains.jobs import enqueue_job
 from domains.models import Chunk, Document, Role
 from domains.serializers import JobDetailSerializer
+
+User = get_user_model()
 
 
 def _actor(request):
@@ -420,6 +424,30 @@ class PairViewSet(
         values = dict(data.validated_data)
         pairs = filter_pairs(QAPair.objects.for_domain(self.access.domain), values, _actor(request))
         count = services.bulk_review(pairs, by=_actor(request), action=values["action"])
+        return Response({"count": count})
+
+    @extend_schema(
+        summary="Assign pairs to a reviewer (experts, read/write keys)",
+        description="Gives every pair the filters select (the same filters as the list) to `user`, a member "
+                    "of the domain; `user: null` takes them back. Answers how many changed.",
+        request=AssignSerializer,
+        responses={200: BulkResultSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def assign(self, request, *args, **kwargs):
+        data = AssignSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        to = None
+        if values["user"] is not None:
+            to = User.objects.filter(username=values["user"], memberships__domain=self.access.domain).first()
+            if to is None:
+                raise exceptions.ValidationError({"user": [_("No member of this domain has that username.")]})
+        pairs = filter_pairs(QAPair.objects.for_domain(self.access.domain), values, _actor(request))
+        if not pairs.exists():
+            return Response({"count": 0})
+        with api_errors():
+            count = services.assign_pairs(pairs, to=to, by=_actor(request))
         return Response({"count": count})
 
 

@@ -202,12 +202,30 @@ class PairFilterSerializer(serializers.Serializer):
     """The list's filters (query parameters), shared by the bulk review."""
 
     dataset = serializers.IntegerField(required=False)
-    status = serializers.ChoiceField(choices=QAPair.Status.choices, required=False)
-    source = serializers.ChoiceField(choices=QAPair.Source.choices, required=False)
+    # A string checked against the statuses (not an enum of its own: the pair's status is the one enum).
+    status = serializers.CharField(required=False, help_text=_("pending, approved, rejected or needs_edit."))
+    source = serializers.CharField(required=False, help_text=_("teacher, paraphrase, manual, import or feedback."))
     document = serializers.IntegerField(required=False)
     held_out = OptionalBooleanField(required=False)
     assigned_to = serializers.CharField(required=False,
                                         help_text=_("Username of the reviewer, or 'none' for unassigned pairs."))
+
+
+    def validate_status(self, value: str) -> str:
+        if value not in QAPair.Status.values:
+            raise serializers.ValidationError(
+                _("Unknown status %(status)s; use %(known)s.") % {"status": value,
+                                                                  "known": ", ".join(QAPair.Status.values)}
+            )
+        return value
+
+    def validate_source(self, value: str) -> str:
+        if value not in QAPair.Source.values:
+            raise serializers.ValidationError(
+                _("Unknown source %(source)s; use %(known)s.") % {"source": value,
+                                                                  "known": ", ".join(QAPair.Source.values)}
+            )
+        return value
 
 
 class BulkReviewSerializer(PairFilterSerializer):
@@ -215,6 +233,12 @@ class BulkReviewSerializer(PairFilterSerializer):
 
     status = None  # only pending pairs are ever touched
     action = serializers.ChoiceField(choices=BULK_ACTIONS)
+
+
+class AssignSerializer(PairFilterSerializer):
+    """Give the pairs the filters select to a member of the domain (``user`` null: take them back)."""
+
+    user = serializers.CharField(allow_null=True, help_text=_("Username of a member of the domain, or null."))
 
 
 class BulkResultSerializer(serializers.Serializer):

@@ -357,3 +357,45 @@ def test_bulk_validates_and_viewer_cannot(api_as, bob, vera, pair):
     assert api_as(vera).post(BULK, {"action": "approve"}, format="json").status_code == 403
     pair.refresh_from_db()
     assert pair.status == "pending"
+
+
+# --- assignment --------------------------------------------------------------------------
+
+ASSIGN = "/api/domains/finance/pairs/assign/"
+
+
+def test_expert_assigns_filtered_pairs_and_takes_them_back(api_as, alice, bob, vera, dataset, pig_pair):
+    mine = [add_pair(dataset=dataset, by=alice, question=f"q{i}", answer="a") for i in range(2)]
+    held = add_pair(dataset=dataset, by=alice, question="held", answer="a", held_out=True)
+    client = api_as(bob)
+    response = client.post(ASSIGN, {"held_out": False, "user": "vera"}, format="json")
+    assert response.status_code == 200, response.data
+    assert response.data == {"count": 2}
+    assert sorted(r["id"] for r in client.get(f"{LIST}?assigned_to=vera").data["results"]) == [p.pk for p in mine]
+    held.refresh_from_db()
+    pig_pair.refresh_from_db()
+    assert held.assigned_to is None and pig_pair.assigned_to is None
+    assert client.get(detail(mine[0])).data["history"][-1]["action"] == "assign"
+
+    back = client.post(ASSIGN, {"user": None}, format="json")
+    assert back.data == {"count": 2}
+    assert QAPair.objects.filter(assigned_to__isnull=False).count() == 0
+
+
+def test_assign_only_to_members_of_the_domain(api_as, bob, charlie, pair):
+    response = api_as(bob).post(ASSIGN, {"user": "charlie"}, format="json")
+    assert response.status_code == 400 and "user" in response.data
+    assert api_as(bob).post(ASSIGN, {"user": "nobody"}, format="json").status_code == 400
+    pair.refresh_from_db()
+    assert pair.assigned_to is None
+
+
+def test_assign_with_nothing_selected_is_zero(api_as, bob, pair):
+    response = api_as(bob).post(ASSIGN, {"status": "approved", "user": "bob"}, format="json")
+    assert response.status_code == 200 and response.data == {"count": 0}
+
+
+def test_viewer_cannot_assign(api_as, vera, pair):
+    assert api_as(vera).post(ASSIGN, {"user": "vera"}, format="json").status_code == 403
+    pair.refresh_from_db()
+    assert pair.assigned_to is None
