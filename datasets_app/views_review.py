@@ -171,6 +171,8 @@ def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
         "start_url": _pair_url(access, first.pk, queue) if first else "",
         "assign_form": AssignForm(domain=access.domain),
         "double_review": queue.scope.filter(dataset__double_review=True).exists(),
+        "mine_pending": QAPair.objects.for_domain(access.domain).pending().filter(assigned_to=request.user).count(),
+        "mine_url": urlencode({"assigned": "me", "status": QAPair.Status.PENDING}),
     }
     template = "datasets/review_queue.html"
     if request.htmx and not request.htmx.history_restore_request:

@@ -166,7 +166,9 @@ def test_assign_selected_and_all_filtered(client_as, bob, alice, vera, domain, o
     # Unassign.
     client.post(url, {"to": "none", "scope": "selected", "ids": [a.pk]})
     assert QAPair.objects.get(pk=a.pk).assigned_to is None
-    assert 'name="to"' in client.get(queue_url(domain)).content.decode()
+    html = client.get(queue_url(domain)).content.decode()
+    assert 'name="to"' in html
+    assert "2 pending pairs assigned to me" in html and "?assigned=me&amp;status=pending" in html
 
 
 # One pair ------------------------------------------------------------------------------------
