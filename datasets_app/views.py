@@ -177,7 +177,7 @@ def _list_page(request: HttpRequest, access: gate.Access, form: DatasetForm | No
         "domain": access.domain,
         "datasets": datasets,
         "statuses": QAPair.Status.choices,
-        "form": form or (DatasetForm(domain=access.domain) if access.is_owner else None),
+        "form": form or (DatasetForm(domain=access.domain) if access.can_write else None),
         "section": "datasets",
     }
     return render(request, "datasets/dataset_list.html", context)
@@ -194,8 +194,8 @@ def dataset_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def dataset_create(request: HttpRequest, slug: str) -> HttpResponse:
-    """Owners add a named dataset beside "main"."""
-    access = gate.for_request(request, slug, min_role=Role.OWNER)
+    """Experts and owners add a named dataset beside "main" (as the API allows)."""
+    access = gate.for_request(request, slug, min_role=Role.EXPERT)
     form = DatasetForm(request.POST, domain=access.domain)
     if not form.is_valid():
         return _list_page(request, access, form)

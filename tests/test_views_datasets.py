@@ -60,7 +60,7 @@ def test_first_visit_creates_main_and_shows_counts_per_status(client_as, vera, d
     assert QADataset.objects.filter(domain=domain).count() == 1  # a second visit makes no second "main"
 
 
-def test_owner_creates_a_named_dataset_and_a_duplicate_name_is_refused(client_as, alice, bob, domain):
+def test_owner_creates_a_named_dataset_and_a_duplicate_name_is_refused(client_as, alice, bob, vera, domain):
     client = client_as(alice)
     response = client.post(reverse("dataset-create", args=["finance"]), {"name": "faq-2025", "description": "FAQ"})
     created = QADataset.objects.get(domain=domain, name="faq-2025")
@@ -68,8 +68,9 @@ def test_owner_creates_a_named_dataset_and_a_duplicate_name_is_refused(client_as
     response = client.post(reverse("dataset-create", args=["finance"]), {"name": "faq-2025"})
     assert response.status_code == 200 and "already has a dataset" in response.content.decode()
     assert QADataset.objects.filter(domain=domain, name="faq-2025").count() == 1
-    assert client_as(bob).post(reverse("dataset-create", args=["finance"]), {"name": "x"}).status_code == 403
+    assert client_as(vera).post(reverse("dataset-create", args=["finance"]), {"name": "x"}).status_code == 403
     assert not QADataset.objects.filter(name="x").exists()
+    assert client_as(bob).post(reverse("dataset-create", args=["finance"]), {"name": "y"}).status_code == 302
 
 
 # Detail -------------------------------------------------------------------------------------

@@ -162,6 +162,7 @@ SPECTACULAR_SETTINGS = {
         "ApiKeyScopeEnum": "domains.models.ApiKey.Scope",
         "LanguageEnum": "domains.models.Domain.Language",
         "DocumentStatusEnum": "domains.models.Document.Status",
+        "QAPairStatusEnum": "datasets_app.models.QAPair.Status",
     },
 }
 
