@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
+from django.utils.translation import gettext_lazy as _
 
 from datasets_app.models import DatasetVersion, EntityExample, JudgeExample, QADataset, QAPair, RetrievalExample
 from domains.models import Chunk
@@ -189,16 +190,16 @@ def load_judge(version: DatasetVersion, split: str = "train") -> list[dict]:
 # Exports -------------------------------------------------------------------------------------
 
 EXPORT_FORMATS = {
-    "alpaca": "Alpaca JSONL",
-    "sharegpt": "ShareGPT messages JSONL",
-    "llamafactory": "LLaMA-Factory folder (zip: ShareGPT + Alpaca + dataset_info.json)",
-    "qa-jsonl": "VSM QA JSONL (every field)",
-    "st-pairs": "sentence-transformers pairs JSONL",
-    "st-triplets": "sentence-transformers triplets JSONL",
-    "st-scored": "sentence-transformers scored pairs JSONL",
-    "flagembedding": "FlagEmbedding query/pos/neg JSONL",
-    "entities": "Entity JSONL (CLUENER)",
-    "judge": "Judge ShareGPT JSONL (think format)",
+    "alpaca": _("Alpaca JSONL"),
+    "sharegpt": _("ShareGPT messages JSONL"),
+    "llamafactory": _("LLaMA-Factory folder (zip: ShareGPT + Alpaca + dataset_info.json)"),
+    "qa-jsonl": _("VSM QA JSONL (every field)"),
+    "st-pairs": _("sentence-transformers pairs JSONL"),
+    "st-triplets": _("sentence-transformers triplets JSONL"),
+    "st-scored": _("sentence-transformers scored pairs JSONL"),
+    "flagembedding": _("FlagEmbedding query/pos/neg JSONL"),
+    "entities": _("Entity JSONL (CLUENER)"),
+    "judge": _("Judge ShareGPT JSONL (think format)"),
 }
 
 

@@ -261,7 +261,9 @@ def classify_openai_error(exc: BaseException) -> Failure | None:
     return None
 
 
-_FORMAT_MODES = ("json_schema", "json_object", "plain")
+# Tried in order until the server accepts one. "json_object_schema" is llama.cpp's form (its
+# server answers json_schema with HTTP 500 but builds a grammar from a json_object's schema).
+_FORMAT_MODES = ("json_schema", "json_object_schema", "json_object", "plain")
 
 
 class OpenAICompatibleTeacher(_BaseTeacher):
@@ -312,6 +314,8 @@ class OpenAICompatibleTeacher(_BaseTeacher):
         if self.response_format == "json_schema":
             return {"type": "json_schema", "json_schema": {"name": task.prompt.schema_name,
                                                            "schema": task.schema, "strict": True}}
+        if self.response_format == "json_object_schema":
+            return {"type": "json_object", "schema": task.schema}
         if self.response_format == "json_object":
             return {"type": "json_object"}
         return None
@@ -320,7 +324,8 @@ class OpenAICompatibleTeacher(_BaseTeacher):
         """True when the server rejected response_format and a simpler mode is left to try."""
         import openai
 
-        if not isinstance(exc, openai.BadRequestError) and getattr(exc, "status_code", None) not in (400, 422):
+        # 400/422 is the usual refusal; llama.cpp's server answers an unsupported format with 500.
+        if not isinstance(exc, openai.BadRequestError) and getattr(exc, "status_code", None) not in (400, 422, 500):
             return False
         low = str(exc).lower()
         if not any(w in low for w in ("response_format", "json_schema", "json_object", "structured", "schema")):

@@ -130,6 +130,13 @@ def make_handler(script: Script):
                                           "invalid_request_error", None))
                 else:
                     self._send(200, completion(json.dumps(GOOD)))
+            elif action == "no_schema_key":  # a server that knows only {"type": "json_object"}
+                fmt = body.get("response_format", {})
+                if fmt.get("type") == "json_schema" or "schema" in fmt:
+                    self._send(400, error("Unrecognized request argument supplied: response_format.schema",
+                                          "invalid_request_error", None))
+                else:
+                    self._send(200, completion(json.dumps(GOOD)))
             elif action == "404":
                 self._send(404, error("The model `nope` does not exist", "invalid_request_error", "model_not_found"))
             else:  # pragma: no cover
@@ -246,9 +253,19 @@ def test_falls_back_when_json_schema_is_unsupported(server):
     server.actions = [("no_schema",), ("no_schema",)]
     teacher, _ = make_teacher(server)
     assert teacher.generate(TASK).data == GOOD
-    assert teacher.response_format == "json_object"
-    assert server.requests[1]["body"]["response_format"] == {"type": "json_object"}
+    # llama.cpp's form first: a json_object that still carries the schema for its grammar.
+    assert teacher.response_format == "json_object_schema"
+    assert server.requests[1]["body"]["response_format"] == {"type": "json_object", "schema": TASK.schema}
     assert teacher.usage()["totals"]["failures"] == 0
+
+
+def test_falls_back_to_plain_json_object_when_the_schema_key_is_refused(server):
+    server.actions = [("no_schema_key",), ("no_schema_key",), ("no_schema_key",)]
+    teacher, _ = make_teacher(server)
+    assert teacher.generate(TASK).data == GOOD
+    assert teacher.response_format == "json_object"
+    assert server.requests[-1]["body"]["response_format"] == {"type": "json_object"}
+    assert len(server.requests) == 3 and teacher.usage()["totals"]["failures"] == 0
 
 
 def test_malformed_every_time_is_a_clear_error(server):
