@@ -20,15 +20,26 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from datasets_app import services
-from datasets_app.models import DatasetVersion, QADataset, QAPair, TeacherConfig, TeacherKey
+from datasets_app.models import (
+    DatasetVersion,
+    QADataset,
+    QAPair,
+    TeacherConfig,
+    TeacherKey,
+)
 from datasets_app.serializers import (
     AssignSerializer,
     BulkResultSerializer,
@@ -51,9 +62,13 @@ from datasets_app.serializers import (
     TeacherSerializer,
 )
 from datasets_app.tasks import RECIPE_KINDS
-from datasets_app.versions import EXPORT_FORMATS, VersionFilesMissing, export_version, freeze_dataset
+from datasets_app.versions import (
+    EXPORT_FORMATS,
+    VersionFilesMissing,
+    export_version,
+    freeze_dataset,
+)
 from domains.api import SLUG_PARAMETER, DomainAccessMixin, _no_store, api_errors
-from domains.jobs import enqueue_job
 from domains.models import Chunk, Document, Role
 from domains.serializers import JobDetailSerializer
 
@@ -173,18 +188,9 @@ class DatasetViewSet(
                 raise exceptions.ValidationError(
                     {"documents": [_("No such document in this domain: %(ids)s.") % {"ids": ", ".join(missing)}]}
                 )
-        job = enqueue_job(
-            domain=domain,
-            kind=RECIPE_KINDS[values["recipe"]],
-            params={
-                "dataset_id": dataset.pk,
-                "teacher_id": teacher.pk if teacher else None,
-                "per_chunk": values["per_chunk"],
-                "variants": values["variants"],
-                "document_ids": document_ids,
-            },
-            created_by=_actor(request),
-        )
+        job = services.start_recipe(dataset=dataset, recipe=values["recipe"], teacher=teacher, by=_actor(request),
+                                    per_chunk=values["per_chunk"], variants=values["variants"],
+                                    document_ids=document_ids)
         return Response(
             JobDetailSerializer(job, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED,

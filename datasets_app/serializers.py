@@ -8,7 +8,14 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from datasets_app.models import DatasetVersion, QADataset, QAPair, QAPairEvent, TeacherConfig, TeacherKey
+from datasets_app.models import (
+    DatasetVersion,
+    QADataset,
+    QAPair,
+    QAPairEvent,
+    TeacherConfig,
+    TeacherKey,
+)
 from datasets_app.services import ACTIONS
 from datasets_app.tasks import RECIPE_KINDS
 from datasets_app.versions import EXPORT_FORMATS, SPLITS

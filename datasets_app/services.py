@@ -11,7 +11,13 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from datasets_app.models import QADataset, QAPair, QAPairEvent, TeacherConfig, TeacherKey
+from datasets_app.models import (
+    QADataset,
+    QAPair,
+    QAPairEvent,
+    TeacherConfig,
+    TeacherKey,
+)
 from domains.models import Chunk, Domain
 
 EDITABLE = ("question", "answer", "held_out")
@@ -237,6 +243,31 @@ def import_pairs(*, dataset: QADataset, by, data: bytes, filename: str, approve:
             continue
         outcome.created += 1
     return outcome
+
+
+# Recipes -------------------------------------------------------------------------------------
+
+
+def start_recipe(*, dataset: QADataset, recipe: str, teacher: TeacherConfig | None, by, per_chunk: int = 3,
+                 variants: int = 3, document_ids=()):
+    """Queue a recipe job on a dataset (teacher None = the built-in offline teacher)."""
+    from datasets_app.tasks import RECIPE_KINDS
+    from domains.jobs import enqueue_job
+
+    if teacher is not None and teacher.domain_id != dataset.domain_id:
+        raise PermissionDenied("teacher of another domain")
+    return enqueue_job(
+        domain=dataset.domain,
+        kind=RECIPE_KINDS[recipe],
+        params={
+            "dataset_id": dataset.pk,
+            "teacher_id": teacher.pk if teacher else None,
+            "per_chunk": int(per_chunk),
+            "variants": int(variants),
+            "document_ids": sorted(set(document_ids)),
+        },
+        created_by=by,
+    )
 
 
 # Teachers ------------------------------------------------------------------------------------

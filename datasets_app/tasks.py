@@ -142,7 +142,11 @@ class QARecipe(Recipe):
     def candidates(self, p: dict) -> list[dict]:
         n = self.settings()["per_chunk"]
         if self.teacher is None:
-            from datasets_app.engine.offline_teacher import OfflineTeacherConfig, TeacherChunk, generate_pairs
+            from datasets_app.engine.offline_teacher import (
+                OfflineTeacherConfig,
+                TeacherChunk,
+                generate_pairs,
+            )
 
             chunk = TeacherChunk(text=p["text"], heading_path=tuple(p["heading_path"]), language=self.lang)
             return [c.to_dict() for c in generate_pairs(chunk, OfflineTeacherConfig(max_pairs=n))]
@@ -204,7 +208,10 @@ class ParaphraseRecipe(Recipe):
 
     def produce(self, unit):
         from datasets_app.engine.filters import DUPLICATE, INSTRUCTION
-        from datasets_app.engine.textnorm import looks_like_injection, normalize_question
+        from datasets_app.engine.textnorm import (
+            looks_like_injection,
+            normalize_question,
+        )
 
         p = unit.payload
         n = self.settings()["variants"]

@@ -40,7 +40,11 @@ def teacher_keys(config: TeacherConfig):
 
 def build_teacher(config: TeacherConfig | None):
     """The engine teacher for a config; None for the built-in offline teacher."""
-    from datasets_app.engine.teachers import GeminiTeacher, LlamaCppTeacher, OpenAICompatibleTeacher
+    from datasets_app.engine.teachers import (
+        GeminiTeacher,
+        LlamaCppTeacher,
+        OpenAICompatibleTeacher,
+    )
 
     if config is None or config.provider == TeacherConfig.Provider.OFFLINE:
         return None

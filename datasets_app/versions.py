@@ -21,7 +21,14 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils.translation import gettext_lazy as _
 
-from datasets_app.models import DatasetVersion, EntityExample, JudgeExample, QADataset, QAPair, RetrievalExample
+from datasets_app.models import (
+    DatasetVersion,
+    EntityExample,
+    JudgeExample,
+    QADataset,
+    QAPair,
+    RetrievalExample,
+)
 from domains.models import Chunk
 
 SPLITS = ("train", "validation", "test")

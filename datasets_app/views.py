@@ -19,8 +19,21 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app import services
-from datasets_app.forms import AddPairForm, DatasetForm, FreezeForm, ImportForm, RecipeForm
-from datasets_app.models import DatasetVersion, EntityExample, JudgeExample, QADataset, QAPair, RetrievalExample
+from datasets_app.forms import (
+    AddPairForm,
+    DatasetForm,
+    FreezeForm,
+    ImportForm,
+    RecipeForm,
+)
+from datasets_app.models import (
+    DatasetVersion,
+    EntityExample,
+    JudgeExample,
+    QADataset,
+    QAPair,
+    RetrievalExample,
+)
 from datasets_app.tasks import RECIPE_KINDS
 from datasets_app.versions import (
     EXPORT_FORMATS,
@@ -32,7 +45,6 @@ from datasets_app.versions import (
     trainable_pairs,
 )
 from domains import access as gate
-from domains.jobs import enqueue_job
 from domains.models import Job, Role
 from domains.views import _job_fragment, _job_of
 
@@ -232,19 +244,9 @@ def dataset_recipe(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _detail_page(request, access, dataset, recipe_form=form)
     values = form.cleaned_data
-    teacher = values["teacher"]
-    job = enqueue_job(
-        domain=access.domain,
-        kind=RECIPE_KINDS[values["recipe"]],
-        params={
-            "dataset_id": dataset.pk,
-            "teacher_id": teacher.pk if teacher else None,
-            "per_chunk": values["per_chunk"],
-            "variants": values["variants"],
-            "document_ids": sorted(d.pk for d in values["documents"]),
-        },
-        created_by=request.user,
-    )
+    job = services.start_recipe(dataset=dataset, recipe=values["recipe"], teacher=values["teacher"], by=request.user,
+                                per_chunk=values["per_chunk"], variants=values["variants"],
+                                document_ids=[d.pk for d in values["documents"]])
     messages.success(request, _("%(job)s #%(id)s queued. Its progress shows below.")
                      % {"job": job.get_kind_display(), "id": job.pk})
     return redirect(f"{dataset.get_absolute_url()}#job-{job.pk}")

@@ -31,7 +31,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app import services
 from datasets_app.forms_review import (
-    AssignForm, PairEditForm, ReviewActionForm, ReviewFilterForm, reviewers_of,
+    AssignForm,
+    PairEditForm,
+    ReviewActionForm,
+    ReviewFilterForm,
+    reviewers_of,
 )
 from datasets_app.models import QAPair, QAPairEvent
 from domains import access as gate

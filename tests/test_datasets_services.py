@@ -9,7 +9,14 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from datasets_app import crypto, services, versions
-from datasets_app.models import DatasetVersion, QADataset, QAPair, QAPairEvent, TeacherConfig, TeacherKey
+from datasets_app.models import (
+    DatasetVersion,
+    QADataset,
+    QAPair,
+    QAPairEvent,
+    TeacherConfig,
+    TeacherKey,
+)
 
 
 @pytest.fixture

@@ -222,7 +222,11 @@ def test_removed_chunks_mark_the_dataset_stale_and_keep_reviewed_pairs(domain, d
 
 def test_every_recipe_offline_then_freeze_and_export(domain, dataset, bob, sent, data_dir):
     from datasets_app import services, versions
-    from datasets_app.engine.judge_data import LABEL_ALIGNED, LABEL_NOT_ALIGNED, parse_judge_label
+    from datasets_app.engine.judge_data import (
+        LABEL_ALIGNED,
+        LABEL_NOT_ALIGNED,
+        parse_judge_label,
+    )
     from datasets_app.models import EntityExample, JudgeExample, RetrievalExample
 
     make_chunks(domain)

@@ -6,7 +6,13 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from datasets_app.models import DatasetVersion, QADataset, QAPair, RetrievalExample, TeacherConfig
+from datasets_app.models import (
+    DatasetVersion,
+    QADataset,
+    QAPair,
+    RetrievalExample,
+    TeacherConfig,
+)
 from datasets_app.services import add_pair, set_default_teacher
 from domains.jobs import enqueue_job
 from domains.models import Chunk, Document, Job

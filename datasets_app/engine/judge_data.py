@@ -15,7 +15,14 @@ import re
 from typing import Any
 
 from .prompts import wrap
-from .textnorm import cjk_ratio, nfkc, normalize_question, numbers_in, split_sentences, terms
+from .textnorm import (
+    cjk_ratio,
+    nfkc,
+    normalize_question,
+    numbers_in,
+    split_sentences,
+    terms,
+)
 
 LABEL_ALIGNED = "aligned"
 LABEL_NOT_ALIGNED = "not_aligned"
