@@ -278,87 +278,74 @@ class ExampleQuerySet(DomainOwnedQuerySet):
     pass
 
 
-class RetrievalExample(models.Model):
+class Example(models.Model):
+    """What every recipe-made example shares: its domain and dataset, the chunk it came from, the job
+    that made it and the checkpoint key that keeps a rerun from writing it twice."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="%(class)ss")
+    dataset = models.ForeignKey(QADataset, on_delete=models.CASCADE, related_name="%(class)ss")
+    chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    origin_key = models.CharField(max_length=64, blank=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ExampleQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["dataset", "id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "origin_key"], condition=~Q(origin_key=""),
+                                               name="%(class)s_unique_origin")]
+
+
+class RetrievalExample(Example):
     """Query → positive chunk, with mined hard negatives and an optional relevance score (0–1)."""
 
-    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="retrieval_examples")
-    dataset = models.ForeignKey(QADataset, on_delete=models.CASCADE, related_name="retrieval_examples")
     query = models.TextField()
-    chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     positive_text = models.TextField()
     negatives = models.JSONField(default=list, blank=True, help_text=_("[[chunk id, text], …], hardest first"))
     score = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     pair = models.ForeignKey(QAPair, null=True, blank=True, on_delete=models.CASCADE, related_name="retrieval_examples")
     held_out = models.BooleanField(default=False)
-    origin_key = models.CharField(max_length=64, blank=True)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ExampleQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["dataset", "id"]
+    class Meta(Example.Meta):
         verbose_name = _("retrieval example")
         verbose_name_plural = _("retrieval examples")
-        constraints = [models.UniqueConstraint(fields=["dataset", "origin_key"], condition=~Q(origin_key=""),
-                                               name="retrieval_unique_origin")]
 
     def __str__(self) -> str:
         return self.query[:80]
 
 
-class EntityExample(models.Model):
+class EntityExample(Example):
     """A passage with typed entity spans (CLUENER style, end inclusive) for the extraction model."""
 
-    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="entity_examples")
-    dataset = models.ForeignKey(QADataset, on_delete=models.CASCADE, related_name="entity_examples")
     text = models.TextField()
     spans = models.JSONField(default=list, blank=True, help_text=_("[{label, start, end, mention}, …]"))
-    chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     teacher_label = models.CharField(max_length=200, blank=True)
     approved = models.BooleanField(default=True)
-    origin_key = models.CharField(max_length=64, blank=True)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ExampleQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["dataset", "id"]
+    class Meta(Example.Meta):
         verbose_name = _("entity example")
         verbose_name_plural = _("entity examples")
-        constraints = [models.UniqueConstraint(fields=["dataset", "origin_key"], condition=~Q(origin_key=""),
-                                               name="entity_unique_origin")]
 
     def __str__(self) -> str:
         return self.text[:80]
 
 
-class JudgeExample(models.Model):
+class JudgeExample(Example):
     """(question, passage) → analysis in <think> and a label, as ShareGPT messages."""
 
-    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="judge_examples")
-    dataset = models.ForeignKey(QADataset, on_delete=models.CASCADE, related_name="judge_examples")
     question = models.TextField()
     passage = models.TextField()
     analysis = models.TextField()
     label = models.CharField(max_length=20)
     messages = models.JSONField(default=list)
     pair = models.ForeignKey(QAPair, null=True, blank=True, on_delete=models.CASCADE, related_name="judge_examples")
-    chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     teacher_label = models.CharField(max_length=200, blank=True)
-    origin_key = models.CharField(max_length=64, blank=True)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ExampleQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["dataset", "id"]
+    class Meta(Example.Meta):
         verbose_name = _("judge example")
         verbose_name_plural = _("judge examples")
-        constraints = [models.UniqueConstraint(fields=["dataset", "origin_key"], condition=~Q(origin_key=""),
-                                               name="judge_unique_origin")]
 
     def __str__(self) -> str:
         return f"{self.label}: {self.question[:60]}"
