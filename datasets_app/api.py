@@ -226,7 +226,7 @@ class DatasetViewSet(
     # import ----------------------------------------------------------------------------
 
     @extend_schema(
-        summary="Import QA pairs from a file (experts, read/write keys)",
+        summary="Import QA pairs or examples from a file (experts, read/write keys)",
         description="Multipart form data with the file in `file`. Rows already imported into the dataset are "
                     "counted as duplicates, not added twice; unreadable rows are listed by line. A file that "
                     "cannot be read at all is answered 400 with the reason, and nothing is added. "
@@ -244,9 +244,9 @@ class DatasetViewSet(
         data = ImportUploadSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        outcome = services.import_pairs(
+        outcome = services.import_file(
             dataset=dataset, by=_actor(request), data=upload.read(), filename=upload.name or "upload",
-            approve=data.validated_data["approve"],
+            fmt=data.validated_data["format"], approve=data.validated_data["approve"],
         )
         if outcome.file_error:
             raise exceptions.ValidationError({"file": [outcome.file_error]})

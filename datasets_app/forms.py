@@ -6,6 +6,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from datasets_app.models import QADataset, TeacherConfig
+from datasets_app.services import IMPORT_FORMATS
 from datasets_app.tasks import RECIPE_KINDS
 from domains.jobs import kind_label
 from domains.models import Document
@@ -84,7 +85,12 @@ class ImportForm(forms.Form):
                     "Alpaca JSON/JSONL (name ending .json or containing “alpaca”); ShareGPT JSONL "
                     "(name containing “sharegpt”). Rows already imported are skipped."),
     )
+    format = forms.ChoiceField(label=_("Format"), initial="auto", required=False,
+                               choices=lambda: list(IMPORT_FORMATS.items()))
     approve = forms.BooleanField(label=_("Approve the imported pairs at once"), required=False)
+
+    def clean_format(self):
+        return self.cleaned_data.get("format") or "auto"
 
 
 class FreezeForm(forms.Form):

@@ -18,6 +18,7 @@ from datasets_app.models import (
 )
 from datasets_app.services import ACTIONS
 from datasets_app.tasks import RECIPE_KINDS
+from datasets_app.services import IMPORT_FORMATS
 from datasets_app.versions import EXPORT_FORMATS, SPLITS
 
 # --- datasets --------------------------------------------------------------------------------
@@ -97,6 +98,11 @@ class ImportUploadSerializer(serializers.Serializer):
         allow_empty_file=True, use_url=False,
         help_text=_("CSV, TSV, JSONL or XLSX with question/answer columns; Alpaca JSONL (name ending .json or "
                     "containing 'alpaca'); ShareGPT JSONL (name containing 'sharegpt')."),
+    )
+    format = serializers.ChoiceField(
+        choices=list(IMPORT_FORMATS), default="auto",
+        help_text=_("auto (QA pairs), alpaca, sharegpt, st-pairs, st-triplets, st-scored, flagembedding, entities "
+                    "or judge: the formats the version downloads write."),
     )
     approve = serializers.BooleanField(default=False, help_text=_("Approve the imported pairs at once."))
 

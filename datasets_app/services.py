@@ -210,39 +210,142 @@ def _import_key(question: str, answer: str) -> str:
     return hashlib.sha256(f"import\0{question.strip()}\0{answer.strip()}".encode()).hexdigest()
 
 
-def import_pairs(*, dataset: QADataset, by, data: bytes, filename: str, approve: bool = False) -> ImportOutcome:
-    """Import QA pairs from CSV / JSONL / XLSX / Alpaca / ShareGPT. Re-importing a file adds nothing twice."""
+# What a dataset can import: the QA formats, and the example formats the exports write.
+IMPORT_FORMATS = {
+    "auto": _("QA pairs: CSV, TSV, JSONL or XLSX (Alpaca for .json, ShareGPT when the name says so)"),
+    "alpaca": _("QA pairs: Alpaca JSON/JSONL"),
+    "sharegpt": _("QA pairs: ShareGPT messages JSONL"),
+    "st-pairs": _("Retrieval: sentence-transformers pairs JSONL"),
+    "st-triplets": _("Retrieval: sentence-transformers triplets JSONL"),
+    "st-scored": _("Retrieval: sentence-transformers scored pairs JSONL"),
+    "flagembedding": _("Retrieval: FlagEmbedding query/pos/neg JSONL"),
+    "entities": _("Entities: CLUENER JSONL"),
+    "judge": _("Judge: ShareGPT JSONL (think format)"),
+}
+
+
+def _digest(*parts) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps(["import", *parts], ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def _qa_result(data: bytes, filename: str, fmt: str):
     from datasets_app.engine.formats import import_alpaca, import_qa, import_sharegpt
 
     lower = filename.lower()
-    if lower.endswith(".json") or "alpaca" in lower:
-        result = import_alpaca(data)
-    elif "sharegpt" in lower:
-        result = import_sharegpt(data)
+    if fmt == "alpaca" or (fmt == "auto" and (lower.endswith(".json") or "alpaca" in lower)):
+        return import_alpaca(data)
+    if fmt == "sharegpt" or (fmt == "auto" and "sharegpt" in lower):
+        return import_sharegpt(data)
+    return import_qa(data, filename)
+
+
+def _judge_result(data: bytes):
+    """Judge rows are ShareGPT messages whose last assistant turn ends with the label after </think>."""
+    import json
+
+    from datasets_app.engine.formats import ImportResult, RowError, decode_text
+    from datasets_app.engine.judge_data import parse_judge_label
+
+    text, error = decode_text(data)
+    if text is None:
+        return ImportResult(file_error=error or "not a text file")
+    rows, errors = [], []
+    for no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            messages = obj["messages"]
+            roles = [m["role"] for m in messages]
+            contents = [m["content"] for m in messages]
+        except (ValueError, KeyError, TypeError):
+            errors.append(RowError(no, "expected {\"messages\": [{\"role\", \"content\"}, …]}"))
+            continue
+        label = parse_judge_label(contents[-1]) if roles and roles[-1] == "assistant" else None
+        if label is None or "user" not in roles:
+            errors.append(RowError(no, "the last message must be the assistant's, ending with a label after </think>"))
+            continue
+        rows.append({"messages": messages, "label": label, "question": contents[roles.index("user")],
+                     "analysis": contents[-1]})
+    if not rows and errors and len(errors) == len([x for x in text.splitlines() if x.strip()]):
+        return ImportResult(errors=tuple(errors), file_error="no line of this file is a judge example")
+    return ImportResult(records=tuple(rows), errors=tuple(errors))
+
+
+def _create_once(model, key: str, **fields) -> bool:
+    try:
+        with transaction.atomic():
+            model.objects.create(origin_key=key, **fields)
+    except IntegrityError:
+        return False
+    return True
+
+
+def import_file(*, dataset: QADataset, by, data: bytes, filename: str, fmt: str = "auto",
+                approve: bool = False) -> ImportOutcome:
+    """Import QA pairs or examples in any format the exports write. Re-importing a file adds nothing twice."""
+    from datasets_app.engine import formats
+    from datasets_app.models import EntityExample, JudgeExample, RetrievalExample
+
+    if fmt not in IMPORT_FORMATS:
+        raise ValueError(f"unknown import format {fmt!r}; use one of {', '.join(IMPORT_FORMATS)}")
+    if fmt.startswith("st-"):
+        result = formats.import_sentence_transformers(data, fmt[3:])
+    elif fmt == "flagembedding":
+        result = formats.import_flagembedding(data)
+    elif fmt == "entities":
+        result = formats.import_cluener(data)
+    elif fmt == "judge":
+        result = _judge_result(data)
     else:
-        result = import_qa(data, filename)
+        result = _qa_result(data, filename, fmt)
     outcome = ImportOutcome(errors=[(e.line, e.reason) for e in result.errors], file_error=result.file_error or "")
     if result.file_error:
         return outcome
     now = timezone.now()
+    common = {"domain_id": dataset.domain_id, "dataset": dataset}
     for record in result.records:
-        key = _import_key(record.question, record.answer)
-        try:
-            with transaction.atomic():
-                pair = QAPair.objects.create(
-                    domain_id=dataset.domain_id, dataset=dataset, question=record.question.strip(),
-                    answer=record.answer.strip(), source=QAPair.Source.IMPORT, teacher_label=f"import: {filename}"[:200],
-                    held_out=record.held_out, source_text=record.chunk_text or "", origin_key=key, created_by=by,
-                    status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
-                    reviewed_by=by if approve else None, reviewed_at=now if approve else None,
-                )
-                QAPairEvent.objects.create(pair=pair, actor=by, action="import", after=_snapshot(pair),
-                                           note=filename[:300])
-        except IntegrityError:
+        if fmt.startswith("st-") or fmt == "flagembedding":
+            negatives = [list(n) for n in record.negatives]
+            created = _create_once(RetrievalExample, _digest(record.query, record.positive_text, negatives, record.score),
+                                   query=record.query, positive_text=record.positive_text, negatives=negatives,
+                                   score=record.score, **common)
+        elif fmt == "entities":
+            spans = [{"label": s.label, "start": s.start, "end": s.end, "mention": s.mention} for s in record.spans]
+            created = _create_once(EntityExample, _digest(record.text, spans), text=record.text, spans=spans,
+                                   teacher_label=f"import: {filename}"[:200], **common)
+        elif fmt == "judge":
+            created = _create_once(JudgeExample, _digest(record["messages"]), question=record["question"],
+                                   passage="", analysis=record["analysis"], label=record["label"],
+                                   messages=record["messages"], teacher_label=f"import: {filename}"[:200], **common)
+        else:
+            created = False
+            try:
+                with transaction.atomic():
+                    pair = QAPair.objects.create(
+                        question=record.question.strip(), answer=record.answer.strip(), source=QAPair.Source.IMPORT,
+                        teacher_label=f"import: {filename}"[:200], held_out=record.held_out,
+                        source_text=record.chunk_text or "", origin_key=_import_key(record.question, record.answer),
+                        created_by=by, status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
+                        reviewed_by=by if approve else None, reviewed_at=now if approve else None, **common,
+                    )
+                    QAPairEvent.objects.create(pair=pair, actor=by, action="import", after=_snapshot(pair),
+                                               note=filename[:300])
+                    created = True
+            except IntegrityError:
+                pass
+        if created:
+            outcome.created += 1
+        else:
             outcome.duplicates += 1
-            continue
-        outcome.created += 1
     return outcome
+
+
+def import_pairs(*, dataset: QADataset, by, data: bytes, filename: str, approve: bool = False) -> ImportOutcome:
+    """Import QA pairs from CSV / JSONL / XLSX / Alpaca / ShareGPT (the format guessed from the name)."""
+    return import_file(dataset=dataset, by=by, data=data, filename=filename, fmt="auto", approve=approve)
 
 
 # Recipes -------------------------------------------------------------------------------------

@@ -86,11 +86,17 @@ def freeze_dataset(*, dataset: QADataset, by=None, note: str = "", seed: int = 0
     rows: dict[str, dict[str, list]] = {k: {s: [] for s in SPLITS} for k in KINDS}
     for name, recs in frozen.splits.items():
         rows["qa"][name] = list(recs)
-    for ex in RetrievalExample.objects.filter(dataset=dataset, pair_id__in=list(records)).order_by("pk"):
-        rows["retrieval"][pair_split[ex.pair_id]].append(RetrievalRecord(
+    # Examples made from a pair follow its split (a held-out question stays out of training in every
+    # form); imported examples with no pair are split by a seeded hash of their text.
+    def split_of(ex, text: str) -> str:
+        return pair_split[ex.pair_id] if ex.pair_id else _entity_split(text, seed, validation_fraction)
+
+    linked = Q(pair_id__in=list(records)) | Q(pair__isnull=True)
+    for ex in RetrievalExample.objects.filter(linked, dataset=dataset).order_by("pk"):
+        rows["retrieval"][split_of(ex, ex.query)].append(RetrievalRecord(
             ex.query, str(ex.chunk_id or ""), ex.positive_text, tuple(tuple(n) for n in ex.negatives), ex.score))
-    for ex in JudgeExample.objects.filter(dataset=dataset, pair_id__in=list(records)).order_by("pk"):
-        rows["judge"][pair_split[ex.pair_id]].append({"messages": ex.messages, "label": ex.label})
+    for ex in JudgeExample.objects.filter(linked, dataset=dataset).order_by("pk"):
+        rows["judge"][split_of(ex, ex.question)].append({"messages": ex.messages, "label": ex.label})
     for ex in EntityExample.objects.filter(dataset=dataset, approved=True).order_by("pk"):
         spans = tuple(EntitySpan(s["label"], int(s["start"]), int(s["end"]), s["mention"]) for s in ex.spans)
         rows["entities"][_entity_split(ex.text, seed, validation_fraction)].append(EntityRecord(ex.text, spans))

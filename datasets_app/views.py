@@ -288,8 +288,9 @@ def dataset_import(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _detail_page(request, access, dataset, import_form=form, status=400)
     upload = form.cleaned_data["file"]
-    outcome = services.import_pairs(dataset=dataset, by=request.user, data=upload.read(),
-                                    filename=upload.name or "upload", approve=form.cleaned_data["approve"])
+    outcome = services.import_file(dataset=dataset, by=request.user, data=upload.read(),
+                                   filename=upload.name or "upload", fmt=form.cleaned_data["format"],
+                                   approve=form.cleaned_data["approve"])
     if outcome.file_error:
         form.add_error("file", _("This file could not be read, so nothing was imported: %(reason)s")
                        % {"reason": outcome.file_error})

@@ -422,3 +422,21 @@ def test_read_write_key_imports_without_a_user(domain, dataset):
     response = key_client(domain).post(f"{detail(dataset)}import/", upload("pairs.csv", CSV))
     assert response.status_code == 201
     assert set(QAPair.objects.values_list("created_by", flat=True)) == {None}
+
+
+def test_import_entities_and_retrieval_examples_by_format(api_as, bob, dataset):
+    from datasets_app.models import EntityExample, RetrievalExample
+
+    client = api_as(bob)
+    cluener = '{"text": "报销上限为3000元", "label": {"money": {"3000元": [[5, 9]]}}}\n'.encode()
+    response = client.post(f"{detail(dataset)}import/", upload("ner.jsonl", cluener, format="entities"))
+    assert response.status_code == 201 and response.data["created"] == 1, response.data
+    assert EntityExample.objects.get(dataset=dataset).spans == [
+        {"label": "money", "start": 5, "end": 9, "mention": "3000元"}]
+    flag = '{"query": "住宿标准？", "pos": ["每人每天500元。"], "neg": ["差旅期限10天。"]}\n'.encode()
+    response = client.post(f"{detail(dataset)}import/", upload("fe.jsonl", flag, format="flagembedding"))
+    assert response.status_code == 201 and response.data["created"] == 1
+    example = RetrievalExample.objects.get(dataset=dataset)
+    assert example.positive_text == "每人每天500元。" and example.negatives[0][1] == "差旅期限10天。"
+    bad = client.post(f"{detail(dataset)}import/", upload("x.jsonl", flag, format="parquet"))
+    assert bad.status_code == 400 and "format" in bad.data

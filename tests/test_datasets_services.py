@@ -256,3 +256,42 @@ def test_unknown_format_and_missing_files_are_clear(dataset, bob, data_dir):
     shutil.rmtree(version.path)
     with pytest.raises(versions.VersionFilesMissing, match="missing"):
         versions.export_version(version, "alpaca")
+
+
+@pytest.mark.parametrize("fmt", ["st-pairs", "st-triplets", "st-scored", "flagembedding", "entities", "judge"])
+def test_example_formats_round_trip_through_import(fmt, dataset, bob, data_dir, domain):
+    from datasets_app.models import EntityExample, JudgeExample, RetrievalExample
+
+    _examples(dataset, _approved(dataset, bob, n=6, held=0))
+    version = versions.freeze_dataset(dataset=dataset, by=bob).version
+    exported = versions.export_version(version, fmt, "all").data
+    target = QADataset.objects.create(domain=domain, name=f"copy-{fmt}")
+    outcome = services.import_file(dataset=target, by=bob, data=exported, filename=f"x-{fmt}.jsonl", fmt=fmt)
+    assert not outcome.file_error and not outcome.errors, outcome
+    assert services.import_file(dataset=target, by=bob, data=exported, filename="again.jsonl",
+                                fmt=fmt).created == 0  # a second import adds nothing
+    model = {"entities": EntityExample, "judge": JudgeExample}.get(fmt, RetrievalExample)
+    assert model.objects.filter(dataset=target).count() == outcome.created > 0
+    # What was imported exports again to the same rows.
+    services.add_pair(dataset=target, by=bob, question="占位问题是什么？", answer="占位。", approve=True)
+    again = versions.export_version(versions.freeze_dataset(dataset=target, by=bob).version, fmt, "all").data
+    lines = lambda data: sorted(data.decode().splitlines())  # noqa: E731
+    if fmt == "st-scored":
+        assert set(lines(again)) <= set(lines(exported)) and len(lines(again)) == outcome.created
+    else:
+        assert lines(again) == lines(exported)
+
+
+def test_import_refuses_an_unknown_format(dataset, bob):
+    with pytest.raises(ValueError, match="flagembedding"):
+        services.import_file(dataset=dataset, by=bob, data=b"{}", filename="x.jsonl", fmt="parquet")
+
+
+def test_a_judge_row_without_a_final_label_is_refused_by_line(dataset, bob):
+    good = json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                                    {"role": "assistant", "content": "<think>看</think>\naligned"}]})
+    bad = json.dumps({"messages": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": "<think>aligned"}]})
+    outcome = services.import_file(dataset=dataset, by=bob, data=f"{good}\n{bad}\n".encode(), filename="j.jsonl",
+                                   fmt="judge")
+    assert outcome.created == 1 and [line for line, _ in outcome.errors] == [2]
