@@ -244,7 +244,9 @@ class QAPair(models.Model):
 
     @property
     def made_by(self) -> str:
-        return self.teacher_label or self.get_source_display()
+        from django.utils.translation import gettext
+
+        return gettext(self.teacher_label) if self.teacher_label else str(self.get_source_display())
 
     @property
     def agreement(self) -> bool | None:

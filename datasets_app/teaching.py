@@ -10,12 +10,14 @@ import logging
 
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from datasets_app.models import TeacherConfig, TeacherKey
 
 logger = logging.getLogger("vsm.datasets")
 
-OFFLINE_LABEL = "Offline teacher (document structure)"
+# Stored in English on every pair it makes; translated where it is shown (QAPair.made_by).
+OFFLINE_LABEL = gettext_noop("Offline teacher (document structure)")
 
 
 def key_id(key: TeacherKey) -> str:
