@@ -530,6 +530,7 @@ class LlamaCppTeacher(_BaseTeacher):
         self.n_gpu_layers = n_gpu_layers
         self._llm = llm
         self._lock = threading.Lock()  # a Llama instance is not thread-safe
+        self._stats = {"requests": 0, "successes": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _load(self) -> Any:
         if self._llm is None:
@@ -556,8 +557,20 @@ class LlamaCppTeacher(_BaseTeacher):
         choice = (resp.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         u = resp.get("usage") or {}
-        return _Answer(text, Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
-                       str(choice.get("finish_reason") or "")), None
+        usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+        with self._lock:
+            self._stats["requests"] += 1
+            self._stats["successes"] += 1
+            self._stats["prompt_tokens"] += usage.prompt_tokens
+            self._stats["completion_tokens"] += usage.completion_tokens
+        return _Answer(text, usage, str(choice.get("finish_reason") or "")), None
+
+    def usage(self) -> dict[str, Any]:
+        """The same shape as a key pool's accounting, under the one local "key" (the model file)."""
+        with self._lock:
+            stats = {**self._stats, "failures": 0, "failures_by_kind": {}, "set_aside": None}
+        totals = {f: stats[f] for f in ("requests", "successes", "failures", "prompt_tokens", "completion_tokens")}
+        return {"keys": {"local": stats} if stats["requests"] else {}, "totals": {**totals, "keys_set_aside": 0}}
 
 
 __all__ += ["KeyPoolError", "classify_gemini_error", "classify_openai_error", "gemini_answer", "gemini_schema"]

@@ -323,7 +323,9 @@ def test_llamacpp_teacher_in_process(loaded_llama, task):
     result = teacher.generate(task)
     assert_structured(result, task)
     assert result.key_id is None and result.model == gguf_path()
-    assert teacher.usage() == {"keys": {}, "totals": {}}  # no key pool (and no accounting) for a local model
+    usage = teacher.usage()  # no key pool for a local model; its requests and tokens are still counted
+    assert usage["totals"]["requests"] == result.attempts and usage["keys"]["local"]["requests"] == result.attempts
+    assert usage["totals"]["prompt_tokens"] == result.usage.prompt_tokens > 0
     assert len(llm.calls) == result.attempts
     assert llm.calls[0]["response_format"] == {"type": "json_object", "schema": task.schema}
     assert llm.calls[0]["messages"] == task.prompt.messages()
