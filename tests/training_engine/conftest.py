@@ -20,6 +20,9 @@ GEMMA_LIKE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>", "<bos>", "<start_of_turn>",
             "<end_of_turn>"]
 
+# A larger init than the default 0.02 lets a LoRA-only run move the logits of a random
+# tiny model far enough to memorise (the embeddings/LM head stay frozen under LoRA).
+
 # Memorisation set: reimbursement thresholds, Chinese and English.
 QA = [
     {"question": "差旅住宿费每晚报销上限是多少？", "answer": "每晚不超过500元。"},
@@ -77,13 +80,14 @@ def tiny_models(tmp_path_factory, tiny_tokenizers):
     torch.manual_seed(0)
     qcfg = Qwen2Config(vocab_size=len(chat), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       tie_word_embeddings=True, eos_token_id=chat.eos_token_id,
+                       tie_word_embeddings=True, eos_token_id=chat.eos_token_id, initializer_range=0.2,
                        pad_token_id=chat.pad_token_id, bos_token_id=None)
     qwen = Qwen2ForCausalLM(qcfg)
     torch.manual_seed(0)
     gcfg = Gemma3TextConfig(vocab_size=len(chat), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                             num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                            max_position_embeddings=512, sliding_window=8,
+                            max_position_embeddings=512, sliding_window=8, initializer_range=0.2,
+                            final_logit_softcapping=30.0,
                             layer_types=["sliding_attention", "full_attention"],
                             eos_token_id=tiny_tokenizers["gemma"].eos_token_id,
                             pad_token_id=chat.pad_token_id, bos_token_id=chat.bos_token_id)
