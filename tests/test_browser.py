@@ -99,13 +99,16 @@ def test_worker_check_progress_is_live(live_server, domain, alice, inprocess_wor
     bar = row.locator("[role=progressbar]")
 
     seen: list[int] = []
+    status = ""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        seen.append(int(bar.get_attribute("data-percent")))
-        if bar.get_attribute("data-status") in {"succeeded", "failed", "cancelled"}:
+        # One read of both attributes: htmx may swap the row between two separate reads.
+        percent, status = bar.evaluate("b => [b.dataset.percent, b.dataset.status]")
+        seen.append(int(percent))
+        if status in {"succeeded", "failed", "cancelled"}:
             break
         page.wait_for_timeout(100)
-    assert bar.get_attribute("data-status") == "succeeded", seen
+    assert status == "succeeded", seen
     assert seen[-1] == 100
     assert any(0 < p < 100 for p in seen), f"the bar never showed a value between 0 and 100: {seen}"
     assert seen == sorted(seen), seen
