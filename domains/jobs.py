@@ -188,6 +188,13 @@ class JobContext:
         self._log = _append_log(self._log, f"{timezone.now():%H:%M:%S} {line}")
         self._write(log_tail=self._log)
 
+    def should_stop(self) -> bool:
+        """For engines that poll a callback: True once a cancel was asked for or the job was taken away.
+
+        Cheap enough to call every step: the heartbeat thread watches the database and sets the flags.
+        """
+        return self._cancel.is_set() or self._lost.is_set()
+
     def check_cancelled(self) -> None:
         """Raise JobCancelled if someone asked to cancel, LeaseLost if the job was taken away."""
         if self._lost.is_set():
