@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_venv requirements.txt
+bash scripts/gguf_converter.sh  # llama.cpp's GGUF converter, in its own folder (see the script)
 export VSM_DATA_DIR="${VSM_DATA_DIR:-$PWD/var}"
 mkdir -p "$VSM_DATA_DIR"
 # A local instance: a secret key generated once and kept in the data dir, plain HTTP on localhost.

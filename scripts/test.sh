@@ -11,6 +11,7 @@ source scripts/lib.sh
 
 command -v chromium >/dev/null || { step "Installing Chromium for the browser tests"; apt_install chromium; }
 ensure_venv requirements-dev.txt
+bash scripts/gguf_converter.sh  # llama.cpp's GGUF converter, in its own folder (see the script)
 
 PG_URL="${VSM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 REDIS_URL="${VSM_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"

@@ -72,6 +72,7 @@ def build_tiny_gemma(out_dir: Path, tokenizer_dir: Path, *, steps: int = 40, see
             num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=32,
+            query_pre_attn_scalar=32,  # llama.cpp scales attention by head_dim**-0.5
             sliding_window=64,
             layer_types=["sliding_attention", "full_attention"],
             max_position_embeddings=512,

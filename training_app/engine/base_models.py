@@ -331,7 +331,7 @@ def _import_gguf_into(gguf_path: Path, target: Path, source: dict) -> Path:
     except Exception as exc:
         raise BaseModelError(
             f"Could not load {gguf_path} with transformers ({type(exc).__name__}: {exc}). The "
-            "file may be corrupt or its architecture unsupported by transformers' GGUF loader; "
+            "file may be corrupt, or its architecture or tokenizer unsupported by transformers' GGUF loader; "
             "give the original Hugging Face model folder instead."
         ) from exc
 
