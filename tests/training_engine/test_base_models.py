@@ -155,3 +155,33 @@ def test_embedded_gemma_imports_generates_and_is_cached(tmp_path):
     out = model.generate(ids, max_new_tokens=6, do_sample=False)
     text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     assert "capital" in text or "Paris" in text or "France" in text, text
+
+
+def test_concurrent_imports_build_once(tmp_path, monkeypatch):
+    """Two workers resolving the same GGUF at once: one builds, the other waits and reuses."""
+    import threading
+
+    from training_app.engine import base_models
+
+    calls = []
+
+    def slow_import(gguf_path, target, source):
+        calls.append(1)
+        time.sleep(0.5)
+        tmp = target.parent / f".building-{len(calls)}"
+        tmp.mkdir(parents=True)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(source))
+        return base_models._publish(tmp, target)
+
+    monkeypatch.setattr(base_models, "_import_gguf_into", slow_import)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (5).to_bytes(8, "little") + b"\0" * 64)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(resolve_base_model(str(gguf), tmp_path / "c")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if not p.name.endswith(".lock")) == [results[0].name]
