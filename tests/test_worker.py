@@ -44,6 +44,7 @@ def cluster(tmp_path):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": _database_url(),
+        "VSM_DATA_DIR": str(settings.VSM_DATA_DIR),  # a test's private data_dir, when it asked for one first
         "VSM_WORKERS": "1",
         "VSM_JOB_LEASE": str(LEASE),
         "VSM_JOB_TIMEOUT": "120",
