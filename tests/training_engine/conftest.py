@@ -7,6 +7,7 @@
 - ``tiny_gemma``: a 2-layer Gemma3 text model (one sliding, one full attention layer,
   sliding window 8 so packed sequences cross it) with the chat tokenizer and a
   Gemma-style template.
+- ``embedded_gemma`` (slow tests only): the real Gemma 3 270M folder, imported once.
 """
 from __future__ import annotations
 
@@ -112,6 +113,15 @@ def tiny_qwen_plain(tiny_models):
 @pytest.fixture(scope="session")
 def tiny_gemma(tiny_models):
     return tiny_models["gemma"]
+
+
+@pytest.fixture(scope="session")
+def embedded_gemma(tmp_path_factory):
+    """The real embedded default (Gemma 3 270M) imported once per session (~1.5 min):
+    share it between slow tests instead of importing it in each."""
+    from training_app.engine.base_models import EMBEDDED_GEMMA, resolve_base_model
+
+    return resolve_base_model(EMBEDDED_GEMMA, tmp_path_factory.mktemp("base-models"))
 
 
 @pytest.fixture(scope="session")
