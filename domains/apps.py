@@ -29,3 +29,8 @@ class DomainsConfig(AppConfig):
         from domains.models import Document
 
         stages.fill("documents", count=lambda d: Document.objects.for_domain(d).count(), url_name="document-list")
+
+        from training_app.models import ModelVersion, TrainingRun
+
+        stages.fill("training", count=lambda d: TrainingRun.objects.for_domain(d).count(), url_name="training-list")
+        stages.fill("models", count=lambda d: ModelVersion.objects.for_domain(d).count(), url_name="model-list")

@@ -50,11 +50,15 @@ def ids(domain, alice, bob, data_dir):
                                            base_url="https://api.deepseek.com/v1")
     teacher_key = add_teacher_key(teacher=teacher, label="main", secret="sk-test-0123456789abcdef", by=alice)
     assert isinstance(pair, QAPair)
+    from training_app.models import ModelVersion, TrainingRun
+
+    run = TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={})
+    model = ModelVersion.objects.create(domain=domain, number=1, base_model="embedded:gemma3-270m")
     return {
         "members": Membership.objects.get(domain=domain, user=bob).pk,
         "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,
         "datasets": dataset.pk, "pairs": pair.pk, "versions": version.pk, "teachers": teacher.pk,
-        "teacher-keys": teacher_key.pk,
+        "teacher-keys": teacher_key.pk, "runs": run.pk, "models": model.pk,
     }
 
 

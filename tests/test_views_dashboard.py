@@ -41,7 +41,8 @@ def test_stages_not_set_up_show_a_dash_not_a_number(client_as, alice, domain):
     response = client_as(alice).get(url(domain))
     cards = response.context["cards"]
     assert [c.key for c in cards] == ["documents", "datasets", "training", "models", "chat"]
-    later = [c for c in cards if c.key not in ("documents", "datasets")]  # stages whose apps are not built yet
+    later = [c for c in cards if c.key not in ("documents", "datasets", "training", "models")]  # not built yet
+    assert [c.key for c in later] == ["chat"]
     assert all(c.count is None and c.url is None for c in later)
     html = response.content.decode()
     assert html.count("Not set up yet") == len(later)
@@ -75,7 +76,7 @@ def test_a_filled_stage_shows_its_count_and_link(client_as, alice, domain, monke
     assert (card.key, card.count, card.url) == ("documents", 7, reverse("job-list", args=["finance"]))
     html = response.content.decode()
     assert 'data-count="7">7</p>' in html
-    assert html.count("Not set up yet") == 3  # training, models, chat
+    assert html.count("Not set up yet") == 1  # chat
 
 
 def test_fill_refuses_an_unknown_stage():
@@ -97,3 +98,16 @@ def test_running_jobs_poll_their_row(client_as, vera, domain, other_domain):
     assert 'hx-trigger="every 1s"' in html
     assert 'aria-valuenow="25" data-percent="25"' in html
     assert f'id="job-{done.pk}"' not in html and f'id="job-{foreign.pk}"' not in html
+
+
+def test_training_and_models_stages_count_the_domains_runs_and_versions(client_as, alice, domain, other_domain):
+    from training_app.models import ModelVersion, TrainingRun
+
+    TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={})
+    TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={})
+    TrainingRun.objects.create(domain=other_domain, base_model="embedded:gemma3-270m", config={})
+    ModelVersion.objects.create(domain=domain, number=1, base_model="embedded:gemma3-270m")
+    ModelVersion.objects.create(domain=other_domain, number=1, base_model="embedded:gemma3-270m")
+    cards = {c.key: c for c in client_as(alice).get(url(domain)).context["cards"]}
+    assert (cards["training"].count, cards["training"].url) == (2, reverse("training-list", args=["finance"]))
+    assert (cards["models"].count, cards["models"].url) == (1, reverse("model-list", args=["finance"]))

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("domains.urls")),
     path("", include("datasets_app.urls")),
     path("", include("datasets_app.urls_review")),
+    path("", include("training_app.urls")),
 ]
 
 

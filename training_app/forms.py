@@ -1,0 +1,102 @@
+"""Browser form of the training pages. It only parses input; the rules live in
+``training_app.services.start_training`` and the engine's ``TrainConfig`` validation."""
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from datasets_app.models import DatasetVersion
+from domains.forms import apply_errors
+from training_app.engine.config import PRESETS, TrainConfig
+from training_app.models import TrainingRun
+from training_app.services import EMBEDDED_BASE
+
+DEFAULTS = TrainConfig()
+# The config fields a person edits on the form, in the order shown.
+EDITABLE = ("epochs", "learning_rate", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")
+STARTABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT, TrainingRun.Kind.JUDGE_SFT)
+PRESET_LABELS = {
+    "high_precision": _("High precision (finance, law, medicine)"),
+    "customer_service": _("Customer service"),
+    "creative": _("Creative"),
+}
+
+
+class VersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.dataset.name} v{obj.number} · {obj.short_hash}"
+
+
+class TrainingStartForm(forms.Form):
+    """Start a run: what to train on, from which base, and the few settings people change."""
+
+    dataset_version = VersionChoiceField(
+        label=_("Dataset version"), queryset=DatasetVersion.objects.none(), required=False,
+        empty_label=_("(none: continual pre-training reads the documents)"),
+        help_text=_("A frozen version; the run records its content hash."),
+    )
+    kind = forms.ChoiceField(label=_("Kind"), initial=TrainingRun.Kind.SFT,
+                             choices=[(k.value, k.label) for k in STARTABLE_KINDS])
+    base_model = forms.CharField(
+        label=_("Base model"), max_length=500, initial=EMBEDDED_BASE,
+        help_text=_("embedded:gemma3-270m (built in), a local model folder, a .gguf file or a Hugging Face id."),
+    )
+    preset = forms.ChoiceField(
+        label=_("Preset"), required=False, initial="",
+        choices=[("", _("None (plain defaults)")), *[(name, PRESET_LABELS.get(name, name)) for name in PRESETS]],
+        help_text=_("With a preset, the settings below that are left at their default take the preset's value."),
+    )
+    name = forms.CharField(label=_("Name"), max_length=200, required=False)
+    epochs = forms.IntegerField(label=_("Epochs"), min_value=1, max_value=1000, initial=DEFAULTS.epochs)
+    learning_rate = forms.FloatField(label=_("Learning rate"), min_value=0, max_value=1,
+                                     initial=DEFAULTS.learning_rate,
+                                     widget=forms.NumberInput(attrs={"step": "any"}))
+    lora_r = forms.IntegerField(label=_("LoRA rank (r)"), min_value=1, max_value=1024, initial=DEFAULTS.lora_r)
+    lora_alpha = forms.IntegerField(label=_("LoRA alpha"), min_value=1, max_value=4096,
+                                    initial=DEFAULTS.lora_alpha)
+    batch_size = forms.IntegerField(label=_("Batch size"), min_value=1, max_value=4096,
+                                    initial=DEFAULTS.batch_size)
+    grad_accum = forms.IntegerField(label=_("Gradient accumulation"), min_value=1, max_value=4096,
+                                    initial=DEFAULTS.grad_accum,
+                                    help_text=_("Effective batch = batch size × gradient accumulation."))
+    max_length = forms.IntegerField(label=_("Max length (tokens)"), min_value=8, max_value=131072,
+                                    initial=DEFAULTS.max_length)
+
+    def __init__(self, *args, domain, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.domain = domain
+        versions = DatasetVersion.objects.for_domain(domain).select_related("dataset").order_by("-created_at", "-id")
+        self.fields["dataset_version"].queryset = versions
+        latest = versions.first()
+        if latest is not None and not self.is_bound:
+            self.initial.setdefault("dataset_version", latest.pk)
+
+    def overrides(self) -> dict:
+        """The edited settings that differ from the defaults (the rest come from the preset, if any)."""
+        values = {}
+        for name in EDITABLE:
+            value = self.cleaned_data.get(name)
+            if value is None:
+                continue
+            default = getattr(DEFAULTS, name)
+            value = float(value) if isinstance(default, float) else int(value)
+            if value != default:
+                values[name] = value
+        return values
+
+    def show_service_error(self, exc: ValidationError) -> None:
+        """A service error beside its field; the engine's ``config`` errors ("epochs: …") beside theirs."""
+        if hasattr(exc, "error_dict") and "config" in exc.error_dict:
+            rest = {k: v for k, v in exc.error_dict.items() if k != "config"}
+            for error in exc.error_dict["config"]:
+                for message in error.messages:
+                    name, _sep, text = message.partition(":")
+                    if text and name.strip() in self.fields:
+                        self.add_error(name.strip(), text.strip())
+                    else:
+                        self.add_error(None, message)
+            if not rest:
+                return
+            exc = ValidationError(rest)
+        apply_errors(self, exc)

@@ -1,0 +1,14 @@
+"""Browser URLs of the training stage, under /d/<slug>/: training runs and model versions."""
+from django.urls import path
+
+from training_app import views
+
+urlpatterns = [
+    path("d/<slug:slug>/runs/", views.training_list, name="training-list"),
+    path("d/<slug:slug>/runs/new/", views.training_start, name="training-start"),
+    path("d/<slug:slug>/runs/<int:pk>/", views.training_detail, name="training-detail"),
+    path("d/<slug:slug>/models/", views.model_list, name="model-list"),
+    path("d/<slug:slug>/models/<int:pk>/", views.model_detail, name="model-detail"),
+    path("d/<slug:slug>/models/<int:pk>/promote/", views.model_promote, name="model-promote"),
+    path("d/<slug:slug>/models/<int:pk>/demote/", views.model_demote, name="model-demote"),
+]
