@@ -48,7 +48,6 @@ def training_rows(run: TrainingRun) -> tuple[list[dict], list[dict]]:
 def train_run(ctx: JobContext) -> dict:
     from training_app.engine.base_models import BaseModelError, resolve_base_model
     from training_app.engine.config import TrainConfig
-    from training_app.engine.sft import BaseModelError as LoadError
     from training_app.engine.sft import train
 
     run = TrainingRun.objects.select_related("domain", "dataset_version").filter(
@@ -81,7 +80,7 @@ def train_run(ctx: JobContext) -> dict:
     try:
         result = train(config, rows, out_dir, eval_rows=eval_rows, on_progress=on_progress,
                        should_stop=ctx.should_stop)
-    except (LoadError, BaseModelError) as exc:
+    except BaseModelError as exc:
         ctx.fail(str(exc))
     metrics = result.to_dict()
     TrainingRun.objects.filter(pk=run.pk).update(output_path=os.path.relpath(out_dir, settings.VSM_DATA_DIR),

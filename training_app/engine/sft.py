@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .base_models import BaseModelError  # one error type for every base-model problem
 from .config import TrainConfig
 from .data import IGNORE, DataStats, Example, collate, encode_rows, epoch_plan, prompt_ids, \
     question_messages, stop_token_ids
@@ -39,8 +40,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 LOGITS_CHUNK_ELEMENTS = 1 << 26
 
 
-class BaseModelError(ValueError):
-    """The base model folder is missing or does not hold a causal LM."""
 
 
 @dataclass
