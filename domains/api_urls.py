@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from datasets_app import api as datasets_api
 from domains import api
+from training_app import api as training_api
 
 app_name = "api"
 
@@ -20,6 +21,8 @@ router.register(rf"{in_domain}/pairs", datasets_api.PairViewSet, basename="pair"
 router.register(rf"{in_domain}/versions", datasets_api.VersionViewSet, basename="dataset-version")
 router.register(rf"{in_domain}/teachers", datasets_api.TeacherViewSet, basename="teacher")
 router.register(rf"{in_domain}/teacher-keys", datasets_api.TeacherKeyViewSet, basename="teacher-key")
+router.register(rf"{in_domain}/runs", training_api.TrainingRunViewSet, basename="training-run")
+router.register(rf"{in_domain}/models", training_api.ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),

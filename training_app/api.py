@@ -1,0 +1,134 @@
+"""The training REST API: training runs (start one, follow its job) and model versions (promote, demote).
+
+Every viewset goes through ``domains.api.DomainAccessMixin``: querysets start from
+``self.access.domain``, so an id of another domain is simply not found. Starting a run calls
+``training_app.services.start_training``, the same workflow the pages use; its field errors
+come back as a 400 under the same keys. Roles: viewers (and read keys) read; experts (and
+read/write keys) start runs; only owners, signed in, promote and demote model versions.
+"""
+from __future__ import annotations
+
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from datasets_app.models import DatasetVersion
+from domains.api import SLUG_PARAMETER, DomainAccessMixin, api_errors
+from domains.models import Role
+from training_app.models import ModelVersion, TrainingRun
+from training_app.serializers import ModelVersionSerializer, TrainingRunSerializer, TrainingStartSerializer
+from training_app.services import start_training
+
+
+def _actor(request):
+    """The signed-in user, or None for an API key (rows record no user then)."""
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["training"])
+@extend_schema_view(
+    list=extend_schema(summary="List training runs", description="Newest first, each with its job."),
+    retrieve=extend_schema(summary="A training run",
+                           description="While it runs, `job.result` holds step, total_steps, loss, learning_rate, "
+                                       "tokens_per_s, eta_s and val_loss; once finished `metrics` holds the loss "
+                                       "history."),
+    create=extend_schema(
+        summary="Start a training run (experts, read/write keys)",
+        description="Creates the run and queues its `train` job; follow it under jobs/ or here. A base model that "
+                    "cannot work (a missing path, an unknown embedded model) or a bad setting is answered 400 "
+                    "under its field, and nothing is created.",
+        request=TrainingStartSerializer,
+        responses={201: TrainingRunSerializer, 400: OpenApiResponse(description="A field error.")},
+    ),
+)
+class TrainingRunViewSet(
+    DomainAccessMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Training runs of a domain: a base model trained on a frozen dataset version, as a job."""
+
+    serializer_class = TrainingRunSerializer
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+
+    def get_queryset(self):
+        if self.schema_only:
+            return TrainingRun.objects.none()
+        return TrainingRun.objects.for_domain(self.access.domain).select_related(
+            "domain", "job", "job__created_by", "created_by", "model_version")
+
+    def create(self, request, *args, **kwargs):
+        data = TrainingStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        domain = self.access.domain
+        version = parent = None
+        if values.get("dataset_version") is not None:
+            version = DatasetVersion.objects.for_domain(domain).filter(pk=values["dataset_version"]).first()
+            if version is None:
+                raise exceptions.ValidationError({"dataset_version": [_("No such dataset version in this domain.")]})
+        if values.get("parent") is not None:
+            parent = ModelVersion.objects.for_domain(domain).filter(pk=values["parent"]).first()
+            if parent is None:
+                raise exceptions.ValidationError({"parent": [_("No such model version in this domain.")]})
+        with api_errors():
+            run = start_training(domain=domain, dataset_version=version, by=_actor(request), kind=values["kind"],
+                                 base_model=values["base_model"], preset=values["preset"] or "",
+                                 overrides=values["overrides"], parent=parent, name=values["name"] or "")
+        run = self.get_queryset().get(pk=run.pk)
+        return Response(
+            self.get_serializer(run).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("api:training-run-detail", args=[domain.slug, run.pk])},
+        )
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["models"])
+@extend_schema_view(
+    list=extend_schema(summary="List model versions", description="Newest first; `is_active` marks the one "
+                                                                     "served per kind."),
+    retrieve=extend_schema(summary="A model version", description="Its config, metrics, lineage and artifacts."),
+)
+class ModelVersionViewSet(DomainAccessMixin, viewsets.ReadOnlyModelViewSet):
+    """The trained models of a domain; owners choose which one is active."""
+
+    serializer_class = ModelVersionSerializer
+    read_role = Role.VIEWER
+    write_role = Role.OWNER
+
+    @property
+    def users_only(self) -> bool:  # reading is open to keys; promoting is for signed-in owners
+        return self.request.method not in ("GET", "HEAD", "OPTIONS")
+
+    def get_queryset(self):
+        if self.schema_only:
+            return ModelVersion.objects.none()
+        return ModelVersion.objects.for_domain(self.access.domain).order_by("-number")
+
+    def _shown(self, model: ModelVersion) -> Response:
+        model.refresh_from_db()
+        return Response(self.get_serializer(model).data)
+
+    @extend_schema(summary="Make this the active model of its kind (owners)",
+                   description="The version active before it (same kind) steps down.", request=None,
+                   responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def promote(self, request, *args, **kwargs):
+        model = self.get_object()
+        model.promote()
+        return self._shown(model)
+
+    @extend_schema(summary="Take this version out of service (owners)", request=None,
+                   responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def demote(self, request, *args, **kwargs):
+        model = self.get_object()
+        model.demote()
+        return self._shown(model)
