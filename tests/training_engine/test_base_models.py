@@ -127,15 +127,12 @@ def test_user_gguf_goes_through_the_import_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_embedded_gemma_imports_generates_and_is_cached(tmp_path):
+def test_embedded_gemma_imports_generates_and_is_cached(embedded_gemma):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache = tmp_path / "base-models"
-    started = time.monotonic()
-    path = resolve_base_model(EMBEDDED_GEMMA, cache)
-    first = time.monotonic() - started
-    print(f"\nembedded Gemma import: {first:.1f} s")
+    path = embedded_gemma  # imported once per session by the fixture (shared with the SFT slow test)
+    cache = path.parent
     assert (path / PROVENANCE_FILE).is_file()
     assert not [p for p in cache.iterdir() if p.name.startswith(".") and p.is_dir()]  # no temp left
 
