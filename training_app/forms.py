@@ -72,6 +72,12 @@ class TrainingStartForm(forms.Form):
         if latest is not None and not self.is_bound:
             self.initial.setdefault("dataset_version", latest.pk)
 
+    def main_fields(self):
+        return [self[name] for name in self.fields if name not in EDITABLE]
+
+    def setting_fields(self):
+        return [self[name] for name in EDITABLE]
+
     def overrides(self) -> dict:
         """The edited settings that differ from the defaults (the rest come from the preset, if any)."""
         values = {}

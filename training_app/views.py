@@ -73,10 +73,10 @@ def _duration(seconds) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours}h {minutes:02d}m"
+        return _("%(h)dh %(m)02dm") % {"h": hours, "m": minutes}
     if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+        return _("%(m)dm %(s)02ds") % {"m": minutes, "s": secs}
+    return _("%(s)ds") % {"s": secs}
 
 
 def _nice_step(span: float, count: int) -> float:
@@ -167,13 +167,14 @@ def _live(run: TrainingRun) -> dict:
     history = metrics.get("history") or result.get("history") or []
     val_history = metrics.get("val_history") or result.get("val_history") or []
     final = _number(metrics.get("final_train_loss"))
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
     return {
         "step": result.get("step", metrics.get("steps")),
         "total_steps": result.get("total_steps"),
         "epoch": result.get("epoch"),
         "loss": _number(result.get("loss")) if final is None else final,
-        "learning_rate": _number(result.get("learning_rate")),
-        "tokens_per_s": _number(result.get("tokens_per_s")),
+        "learning_rate": _number(result.get("learning_rate", last.get("learning_rate"))),
+        "tokens_per_s": _number(result.get("tokens_per_s", last.get("tokens_per_s"))),
         "eta": _duration(result.get("eta_s")) if job is not None and not job.is_finished else "",
         "val_loss": _number(result.get("val_loss", metrics.get("best_val_loss"))),
         "best_val_loss": _number(metrics.get("best_val_loss", result.get("best_val_loss"))),
