@@ -71,10 +71,18 @@ def train_run(ctx: JobContext) -> dict:
     ctx.log(f"{len(rows)} training row(s), {len(eval_rows)} validation row(s), {config.epochs} epoch(s), "
             f"{config.method} r={config.lora_r} lr={config.learning_rate}")
 
+    history: list[dict] = []
+    val_history: list[dict] = []
+
     def on_progress(p) -> None:
+        history.append({"step": p.step, "epoch": round(p.epoch, 3), "loss": p.loss})
+        if p.val_loss is not None:
+            val_history.append({"epoch": round(p.epoch), "val_loss": p.val_loss})
         ctx.progress(p.step, p.total_steps, message=gettext_noop("Training"))
+        # The run page draws the live loss curve from these (the last 200 points keep the row small).
         ctx.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3), loss=p.loss,
                    learning_rate=p.learning_rate, tokens_per_s=round(p.tokens_per_s, 1), eta_s=round(p.eta_s),
+                   history=history[-200:], val_history=val_history,
                    **({"val_loss": p.val_loss} if p.val_loss is not None else {}))
 
     try:

@@ -163,6 +163,7 @@ SPECTACULAR_SETTINGS = {
         "LanguageEnum": "domains.models.Domain.Language",
         "DocumentStatusEnum": "domains.models.Document.Status",
         "QAPairStatusEnum": "datasets_app.models.QAPair.Status",
+        "TrainingKindEnum": "training_app.models.TrainingRun.Kind",
     },
 }
 
