@@ -72,3 +72,81 @@ def test_a_base_model_that_vanished_fails_the_job_clearly(domain, bob, version, 
 def test_another_domains_dataset_version_is_refused(domain, other_domain, charlie, bob, version, sent):
     with pytest.raises(ValidationError, match="another domain"):
         services.start_training(domain=other_domain, dataset_version=version, by=charlie)
+
+
+def test_cpt_then_sft_runs_as_one_chained_job_and_a_retry_skips_the_finished_stage(
+        domain, bob, version, tiny_models, sent):  # noqa: F811
+    from .test_distill_jobs import make_chunks
+
+    make_chunks(domain)
+    run = services.start_training(domain=domain, dataset_version=version, by=bob, kind="cpt_sft",
+                                  base_model=str(tiny_models["gemma"]), overrides=FAST)
+    assert run.config["kind"] == "sft"  # the stored config is the fine-tuning stage's
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
+    run.refresh_from_db()
+    model = ModelVersion.objects.get(run=run)
+    merged = run.path / "cpt-merged"
+    assert model.kind == "cpt_sft" and model.base_path == str(merged) and (merged / "config.json").is_file()
+    assert (run.path / "cpt" / "adapter").is_dir() and model.adapter_path.endswith("sft/adapter")
+    cpt = run.metrics["stages"]["cpt"]
+    assert cpt["steps"] > 0 and run.metrics["steps"] > 0
+    # one curve: fine-tuning points continue after the pre-training ones
+    history = run.metrics["history"]
+    stages = [h["stage"] for h in history]
+    assert stages == sorted(stages) and set(stages) == {"cpt", "sft"}
+    steps = [h["step"] for h in history]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert "stage 1 of 2" in job.log_tail and "stage 2 of 2" in job.log_tail
+
+    # The adapter answers on top of the merged pre-trained model, as inference will load it.
+    from training_app.engine.sft import generate_answers
+
+    answers = generate_answers(run.path / "sft" / "adapter", None, [QA[0]["question"]], max_new_tokens=8)
+    assert isinstance(answers[0], str)
+
+    # A retry (the worker died after stage 1) does not pre-train again.
+    mtime = (merged / "config.json").stat().st_mtime_ns
+    Job.objects.filter(pk=run.job.pk).update(status=Job.Status.QUEUED)
+    ModelVersion.objects.filter(run=run).delete()
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert "already done" in job.log_tail and (merged / "config.json").stat().st_mtime_ns == mtime
+
+
+def test_cpt_then_sft_without_documents_fails_clearly(domain, bob, version, tiny_models, sent):  # noqa: F811
+    run = services.start_training(domain=domain, dataset_version=version, by=bob, kind="cpt_sft",
+                                  base_model=str(tiny_models["qwen"]), overrides=FAST)
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.FAILED and "no document chunks" in job.error
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_kind_needs_its_own_rows_in_the_version(domain, bob, version, sent):
+    """A QA-only version cannot train the entity extractor or the judge; the run is refused up front."""
+    for kind in ("grpo", "judge_sft"):
+        with pytest.raises(ValidationError, match="no (entity|judge) examples"):
+            services.start_training(domain=domain, dataset_version=version, by=bob, kind=kind)
+    with pytest.raises(ValidationError, match="Unknown training kind"):
+        services.start_training(domain=domain, dataset_version=version, by=bob, kind="rlhf")
+    assert not TrainingRun.objects.exists() and sent == []
+
+
+def test_grpo_runs_read_the_versions_entity_examples(domain, bob, sent):
+    from datasets_app.models import EntityExample
+    from training_app.tasks import training_rows
+
+    dataset = QADataset.default_for(domain)
+    dataset_services.add_pair(dataset=dataset, by=bob, approve=True, **QA[0])
+    EntityExample.objects.create(domain=domain, dataset=dataset, text="张三在北京工作。", origin_key="a",
+                                 spans=[{"label": "name", "start": 0, "end": 1, "mention": "张三"},
+                                        {"label": "address", "start": 3, "end": 4, "mention": "北京"}])
+    frozen = versions.freeze_dataset(dataset=dataset, by=bob, validation_fraction=0.0).version
+    run = TrainingRun(domain=domain, kind="grpo", dataset_version=frozen)
+    rows, eval_rows = training_rows(run)
+    assert rows == [{"text": "张三在北京工作。", "spans": [
+        {"label": "name", "start": 0, "end": 1, "mention": "张三"},
+        {"label": "address", "start": 3, "end": 4, "mention": "北京"}]}] and eval_rows == []

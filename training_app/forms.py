@@ -15,7 +15,7 @@ from training_app.services import EMBEDDED_BASE
 DEFAULTS = TrainConfig()
 # The config fields a person edits on the form, in the order shown.
 EDITABLE = ("epochs", "learning_rate", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")
-STARTABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT, TrainingRun.Kind.JUDGE_SFT)
+STARTABLE_KINDS = tuple(TrainingRun.Kind)
 PRESET_LABELS = {
     "high_precision": _("High precision (finance, law, medicine)"),
     "customer_service": _("Customer service"),

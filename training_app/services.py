@@ -45,17 +45,25 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
     """Create a run with a validated config and queue its job."""
     from training_app.engine.config import config_for
 
-    if kind not in (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT, TrainingRun.Kind.JUDGE_SFT):
-        raise ValidationError({"kind": f"Training kind {kind!r} is not available yet."})
+    if kind not in TrainingRun.Kind.values:
+        raise ValidationError({"kind": f"Unknown training kind {kind!r}; choose one of {', '.join(TrainingRun.Kind.values)}."})
     if dataset_version is not None and dataset_version.domain_id != domain.pk:
         raise ValidationError({"dataset_version": "That dataset version belongs to another domain."})
     if dataset_version is None and kind != TrainingRun.Kind.CPT:
         raise ValidationError({"dataset_version": "Choose a frozen dataset version to train on."})
+    needs = {TrainingRun.Kind.GRPO: "entities", TrainingRun.Kind.JUDGE_SFT: "judge"}.get(kind, "qa")
+    if dataset_version is not None and kind != TrainingRun.Kind.CPT \
+            and not (dataset_version.counts.get(needs) or {}).get("train"):
+        what = {"entities": "entity examples", "judge": "judge examples", "qa": "approved QA pairs"}[needs]
+        raise ValidationError({"dataset_version": f"That dataset version has no {what} in its train split "
+                                                  f"to train a {TrainingRun.Kind(kind).label} model on."})
     if parent is not None and parent.domain_id != domain.pk:
         raise ValidationError({"parent": "That model version belongs to another domain."})
     base_model = check_base_spec(base_model)
     try:
-        config = config_for(preset, **{**(overrides or {}), "kind": kind})
+        # The two-stage kind stores its fine-tuning config; its pre-training stage derives from it.
+        engine_kind = TrainingRun.Kind.SFT if kind == TrainingRun.Kind.CPT_SFT else kind
+        config = config_for(preset, **{**(overrides or {}), "kind": str(engine_kind)})
     except (TypeError, ValueError) as exc:
         raise ValidationError({"config": str(exc)}) from None
     with transaction.atomic():

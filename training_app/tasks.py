@@ -5,8 +5,10 @@ resumes from the last one; cancelling stops within a step and keeps that checkpo
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -25,17 +27,33 @@ def run_dir(run: TrainingRun):
     return settings.VSM_DATA_DIR / "domains" / run.domain.slug / "runs" / str(run.pk)
 
 
+def chunk_rows(run: TrainingRun) -> list[dict]:
+    """The domain's document chunks as continual pre-training rows, in reading order."""
+    texts = Chunk.objects.for_domain(run.domain).order_by("document_id", "ordinal").values_list("text", flat=True)
+    return [{"text": t} for t in texts]
+
+
 def training_rows(run: TrainingRun) -> tuple[list[dict], list[dict]]:
-    """(train rows, validation rows) in the engine's shape for the run's kind."""
+    """(train rows, validation rows) in the engine's shape for the run's kind.
+
+    For the two-stage kind these are the fine-tuning rows; its first stage reads ``chunk_rows``.
+    """
+    from dataclasses import asdict
+
     from datasets_app import versions
 
     if run.kind == TrainingRun.Kind.CPT:
-        texts = Chunk.objects.for_domain(run.domain).order_by("document_id", "ordinal").values_list("text", flat=True)
-        return [{"text": t} for t in texts], []
+        return chunk_rows(run), []
     version = run.dataset_version
     if run.kind == TrainingRun.Kind.JUDGE_SFT:
         return ([{"messages": r["messages"]} for r in versions.load_judge(version, "train")],
                 [{"messages": r["messages"]} for r in versions.load_judge(version, "validation")])
+    if run.kind == TrainingRun.Kind.GRPO:
+        def entities(split):
+            return [{"text": r.text, "spans": [asdict(sp) for sp in r.spans]}
+                    for r in versions.load_entities(version, split)]
+
+        return entities("train"), entities("validation")
 
     def qa(split):
         return [{"question": r.question, "answer": r.answer, "system": r.system,
@@ -48,7 +66,6 @@ def training_rows(run: TrainingRun) -> tuple[list[dict], list[dict]]:
 def train_run(ctx: JobContext) -> dict:
     from training_app.engine.base_models import BaseModelError, resolve_base_model
     from training_app.engine.config import TrainConfig
-    from training_app.engine.sft import train
 
     run = TrainingRun.objects.select_related("domain", "dataset_version").filter(
         pk=ctx.params.get("run_id"), domain=ctx.domain).first()
@@ -70,27 +87,51 @@ def train_run(ctx: JobContext) -> dict:
     out_dir = run_dir(run)
     ctx.log(f"{len(rows)} training row(s), {len(eval_rows)} validation row(s), {config.epochs} epoch(s), "
             f"{config.method} r={config.lora_r} lr={config.learning_rate}")
+    live = _LiveCurve(ctx)
 
-    history: list[dict] = []
-    val_history: list[dict] = []
+    if run.kind == TrainingRun.Kind.CPT_SFT:
+        # Stage 1 learns the domain's language from its documents; its adapter is merged into the
+        # base, and stage 2 fine-tunes on the QA pairs from that merged model. A retried job skips a
+        # stage whose result is already on disk (and each stage resumes from its own checkpoints).
+        cpt_rows = chunk_rows(run)
+        if not cpt_rows:
+            ctx.fail("There is nothing to pre-train on: the domain has no document chunks.")
+        stage_base = out_dir / "cpt-merged"
+        if not (stage_base / "config.json").is_file():
+            ctx.log(f"stage 1 of 2: continual pre-training on {len(cpt_rows)} chunk(s)")
+            live.stage = "cpt"
+            first = _train_or_fail(ctx, config.replace(kind="cpt"), cpt_rows, out_dir / "cpt", (), live)
+            if first.stopped_reason == "cancelled":
+                TrainingRun.objects.filter(pk=run.pk).update(
+                    output_path=os.path.relpath(out_dir, settings.VSM_DATA_DIR), metrics={"stages": {
+                        "cpt": {"steps": first.steps, "stopped_reason": "cancelled"}}})
+                ctx.log(f"cancelled in stage 1 at step {first.steps}; the last checkpoint is kept")
+                raise JobCancelled()
+            ctx.progress(0, 0, message=gettext_noop("Merging the pre-trained adapter"))
+            from training_app.engine.export import ExportError, merge_adapter
 
-    def on_progress(p) -> None:
-        history.append({"step": p.step, "epoch": round(p.epoch, 3), "loss": p.loss})
-        if p.val_loss is not None:
-            val_history.append({"epoch": round(p.epoch), "val_loss": p.val_loss})
-        ctx.progress(p.step, p.total_steps, message=gettext_noop("Training"))
-        # The run page draws the live loss curve from these (the last 200 points keep the row small).
-        ctx.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3), loss=p.loss,
-                   learning_rate=p.learning_rate, tokens_per_s=round(p.tokens_per_s, 1), eta_s=round(p.eta_s),
-                   history=history[-200:], val_history=val_history,
-                   **({"val_loss": p.val_loss} if p.val_loss is not None else {}))
+            try:
+                merge_adapter(base, Path(first.model_dir), stage_base)
+            except ExportError as exc:
+                ctx.fail(str(exc))
+            (out_dir / "cpt-metrics.json").write_text(json.dumps(first.to_dict(), ensure_ascii=False))
+        else:
+            ctx.log("stage 1 of 2: continual pre-training already done; reusing its merged model")
+        live.load_stage_one(out_dir / "cpt-metrics.json")
+        live.stage = "sft"
+        ctx.log("stage 2 of 2: fine-tuning on the dataset version")
+        base = stage_base
+        config = config.replace(base_model=str(stage_base))
+        result = _train_or_fail(ctx, config, rows, out_dir / "sft", eval_rows, live)
+    else:
+        result = _train_or_fail(ctx, config, rows, out_dir, eval_rows, live)
 
-    try:
-        result = train(config, rows, out_dir, eval_rows=eval_rows, on_progress=on_progress,
-                       should_stop=ctx.should_stop)
-    except BaseModelError as exc:
-        ctx.fail(str(exc))
     metrics = result.to_dict()
+    if live.stage_one:
+        # One curve for the run page: the fine-tuning steps continue after the pre-training ones.
+        metrics["stages"] = {"cpt": live.stage_one}
+        metrics["history"] = [h for h in live.history if h.get("stage") == "cpt"] + [
+            {**h, "step": live.offset + h["step"], "stage": "sft"} for h in result.history]
     TrainingRun.objects.filter(pk=run.pk).update(output_path=os.path.relpath(out_dir, settings.VSM_DATA_DIR),
                                                  metrics=metrics)
     if result.stopped_reason == "cancelled":
@@ -103,8 +144,8 @@ def train_run(ctx: JobContext) -> dict:
                 domain=run.domain, number=ModelVersion.next_number(run.domain), kind=run.kind, parent=run.parent,
                 base_model=run.base_model, base_path=str(base), dataset_hash=run.dataset_hash, config=run.config,
                 adapter_path=os.path.relpath(result.model_dir, settings.VSM_DATA_DIR) if result.model_dir else "",
-                metrics={k: metrics[k] for k in ("final_train_loss", "best_val_loss", "best_epoch", "steps",
-                                                 "tokens_seen", "elapsed_s", "device", "precision")},
+                metrics={k: metrics.get(k) for k in ("final_train_loss", "best_val_loss", "best_epoch", "steps",
+                                                     "tokens_seen", "elapsed_s", "device", "precision")},
             ),
         )
     ctx.log(f"model version v{version.number}: final loss {result.final_train_loss}, "
@@ -112,3 +153,56 @@ def train_run(ctx: JobContext) -> dict:
     return {"run_id": run.pk, "model_version_id": version.pk, "model_version": version.number,
             "final_train_loss": result.final_train_loss, "best_val_loss": result.best_val_loss,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step}
+
+
+class _LiveCurve:
+    """Reports each progress step to the Job (the run page draws the live loss curve from it).
+
+    In a two-stage run the fine-tuning steps continue the pre-training curve (their step numbers
+    are offset by stage 1's steps, and each point says its stage).
+    """
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+        self.stage = ""
+        self.stage_one: dict | None = None
+        self.offset = 0
+        self.history: list[dict] = []
+        self.val_history: list[dict] = []
+
+    def load_stage_one(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        done = json.loads(path.read_text())
+        self.stage_one = {k: done.get(k) for k in ("steps", "final_train_loss", "elapsed_s", "tokens_seen")}
+        self.offset = int(done.get("steps") or 0)
+        self.history = [{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "stage": "cpt"}
+                        for h in done.get("history", [])]
+
+    def __call__(self, p) -> None:
+        point = {"step": self.offset + p.step, "epoch": round(p.epoch, 3), "loss": p.loss}
+        if self.stage:
+            point["stage"] = self.stage
+        self.history.append(point)
+        if p.val_loss is not None:
+            self.val_history.append({"epoch": round(p.epoch), "val_loss": p.val_loss})
+        message = {"cpt": gettext_noop("Continual pre-training (stage 1 of 2)"),
+                   "sft": gettext_noop("Fine-tuning (stage 2 of 2)")}.get(self.stage, gettext_noop("Training"))
+        self.ctx.progress(p.step, p.total_steps, message=message)
+        # The last 200 points keep the Job row small.
+        self.ctx.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3), loss=p.loss,
+                        learning_rate=p.learning_rate, tokens_per_s=round(p.tokens_per_s, 1), eta_s=round(p.eta_s),
+                        history=self.history[-200:], val_history=self.val_history,
+                        **({"stage": self.stage} if self.stage else {}),
+                        **({"val_loss": p.val_loss} if p.val_loss is not None else {}))
+
+
+def _train_or_fail(ctx: JobContext, config, rows, out_dir, eval_rows, on_progress):
+    from training_app.engine.base_models import BaseModelError
+    from training_app.engine.sft import train
+
+    try:
+        return train(config, rows, out_dir, eval_rows=eval_rows, on_progress=on_progress,
+                     should_stop=ctx.should_stop)
+    except BaseModelError as exc:
+        ctx.fail(str(exc))
