@@ -158,7 +158,8 @@ _EN_STOP = {
 _MAX_QUOTE = 150
 
 
-def _sniff(text: str) -> str:
+def judge_language(text: str) -> str:
+    """"zh" for mostly-Chinese text, else "en": the prompt language when none is given."""
     return "zh" if cjk_ratio(text) > 0.2 else "en"
 
 
@@ -216,7 +217,7 @@ def offline_analysis(
     the evidence; not-aligned ones say what the passage is about instead, and never name
     the hidden answer (the judge at inference cannot see it, so it must not learn to).
     """
-    code = _lang(lang) if lang else _sniff(question + passage)
+    code = _lang(lang) if lang else judge_language(question + passage)
     points = _key_points(question, code)
     present = [p for p in points if _contains(passage, p)]
     missing = [p for p in points if p not in present]
