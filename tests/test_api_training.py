@@ -59,8 +59,10 @@ def test_a_bad_base_model_is_400_under_its_field_and_creates_nothing(api_as, bob
     assert response.status_code == 400 and "base_model" in response.json()
     response = api_as(bob).post(RUNS, {"dataset_version": version.pk, "overrides": {"epochs": 0}}, format="json")
     assert response.status_code == 400 and "config" in response.json()
-    response = api_as(bob).post(RUNS, {"dataset_version": version.pk, "kind": "grpo"}, format="json")
+    response = api_as(bob).post(RUNS, {"dataset_version": version.pk, "kind": "rlhf"}, format="json")
     assert response.status_code == 400 and "kind" in response.json()
+    response = api_as(bob).post(RUNS, {"dataset_version": version.pk, "kind": "grpo"}, format="json")
+    assert response.status_code == 400 and "no entity examples" in response.json()["dataset_version"][0]
     assert not TrainingRun.objects.exists() and not Job.objects.filter(kind="train").exists()
 
 

@@ -55,8 +55,8 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
     if dataset_version is not None and kind != TrainingRun.Kind.CPT \
             and not (dataset_version.counts.get(needs) or {}).get("train"):
         what = {"entities": "entity examples", "judge": "judge examples", "qa": "approved QA pairs"}[needs]
-        raise ValidationError({"dataset_version": f"That dataset version has no {what} in its train split "
-                                                  f"to train a {TrainingRun.Kind(kind).label} model on."})
+        raise ValidationError({"dataset_version": f"That dataset version has no {what} in its train split; "
+                                                  f"{TrainingRun.Kind(kind).label} needs them."})
     if parent is not None and parent.domain_id != domain.pk:
         raise ValidationError({"parent": "That model version belongs to another domain."})
     base_model = check_base_spec(base_model)
