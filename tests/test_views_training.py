@@ -219,6 +219,20 @@ def test_loss_plot_geometry_stays_inside_the_box():
     assert nan["n_points"] == 1 and len(nan["val_points"]) == 0  # no step for the epoch beyond the history
 
 
+
+def test_a_two_stage_run_marks_where_fine_tuning_starts(client_as, vera, domain):
+    two_stage = [{"step": 1, "loss": 3.0, "stage": "cpt"}, {"step": 2, "loss": 2.5, "stage": "cpt"},
+                 {"step": 3, "loss": 2.8, "stage": "sft"}, {"step": 4, "loss": 1.9, "stage": "sft"}]
+    plot = loss_plot(two_stage, [])
+    xs = [float(pair.split(",")[0]) for pair in plot["points"].split()]
+    assert xs[1] < plot["stage_x"] < xs[2]
+    assert loss_plot(HISTORY, VAL_HISTORY)["stage_x"] is None  # one-stage runs have no mark
+    assert loss_plot([{**h, "stage": "sft"} for h in two_stage[2:]], [])["stage_x"] is None
+    run = TrainingRun.objects.create(domain=domain, kind="cpt_sft", base_model=BASE, config={},
+                                     metrics={"history": two_stage, "final_train_loss": 1.9})
+    html = client_as(vera).get(reverse("training-detail", args=["finance", run.pk])).content.decode()
+    assert 'class="stage-mark"' in html and "fine-tuning starts" in html
+
 # Model versions -------------------------------------------------------------------------------
 
 

@@ -145,6 +145,11 @@ def loss_plot(history, val_history=None, *, width: int = 640, height: int = 260)
     def py(y):
         return round(y1 - (y - y_lo) / (y_hi - y_lo) * (y1 - y0), 2)
 
+    # A two-stage run (pre-training, then fine-tuning) marks where its second stage begins.
+    stage_start = next((float(h["step"]) for h in history or () if isinstance(h, dict) and h.get("stage") == "sft"
+                        and _number(h.get("step")) is not None), None)
+    if not any(isinstance(h, dict) and h.get("stage") == "cpt" for h in history or ()):
+        stage_start = None
     x_ticks = [t for t in _ticks(x_lo, x_hi, 6) if x_lo <= t <= x_hi and t == int(t)] or [x_lo, x_hi]
     y_ticks = [t for t in _ticks(y_lo, y_hi, 5) if y_lo <= t <= y_hi]
     return {
@@ -156,6 +161,7 @@ def loss_plot(history, val_history=None, *, width: int = 640, height: int = 260)
         "x_ticks": [{"x": px(t), "label": _tick_label(t)} for t in x_ticks],
         "y_ticks": [{"y": py(t), "label": _tick_label(t)} for t in y_ticks],
         "label_x": round((x0 + x1) / 2, 2), "label_y": height - 6,
+        "stage_x": px(stage_start - 0.5) if stage_start is not None else None,
     }
 
 
