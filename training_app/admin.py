@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from training_app.models import ModelVersion, TrainingRun
+from training_app.models import ModelExport, ModelVersion, TrainingRun
 
 
 @admin.register(TrainingRun)
@@ -30,3 +30,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def demote(self, request, queryset):
         for version in queryset:
             version.demote()
+
+
+@admin.register(ModelExport)
+class ModelExportAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "domain", "model_version", "gguf_outtype", "quantize", "merged", "modelfile", "job",
+                    "created_by", "created_at"]
+    list_filter = ["gguf_outtype", "quantize", "domain"]
+    search_fields = ["domain__slug", "output_path"]
+    readonly_fields = ["model_version", "job", "output_path", "files", "created_by", "created_at"]

@@ -1,6 +1,8 @@
 """Training runs and the model versions they produce. Every row belongs to a Domain."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Max, Q
@@ -110,3 +112,105 @@ class ModelVersion(models.Model):
     def demote(self) -> None:
         ModelVersion.objects.filter(pk=self.pk).update(is_active=False)
         self.is_active = False
+
+
+class ModelExport(models.Model):
+    """One export of a model version (merged weights, GGUF, quantized GGUF, Modelfile, archive); its Job runs it.
+
+    Files live under ``VSM_DATA_DIR/domains/<slug>/exports/<id>/``; ``files`` records each produced
+    artifact (path relative to ``VSM_DATA_DIR``, size, sha256) as its step finishes.
+    """
+
+    class Outtype(models.TextChoices):
+        NONE = "", _("no GGUF")
+        F16 = "f16", _("GGUF f16")
+        Q8_0 = "q8_0", _("GGUF q8_0")
+
+    class Quantize(models.TextChoices):
+        NONE = "", _("none")
+        Q4_K_M = "Q4_K_M", "Q4_K_M"
+
+    # The artifacts a person can download, in the order shown; names are fixed, never paths.
+    ARTIFACTS = ("archive", "merged", "gguf", "quantized", "modelfile")
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="model_exports")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="exports")
+    merged = models.BooleanField(_("merged safetensors"), default=True)
+    gguf_outtype = models.CharField(_("GGUF type"), max_length=8, choices=Outtype.choices, blank=True,
+                                    default=Outtype.F16)
+    quantize = models.CharField(_("quantization"), max_length=8, choices=Quantize.choices, blank=True,
+                                default=Quantize.Q4_K_M)
+    modelfile = models.BooleanField(_("Ollama Modelfile"), default=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    output_path = models.CharField(max_length=500, blank=True, help_text=_("relative to VSM_DATA_DIR"))
+    files = models.JSONField(default=dict, blank=True,
+                             help_text=_("artifact → {name, path, bytes, sha256}, paths relative to VSM_DATA_DIR"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("model export")
+        verbose_name_plural = _("model exports")
+        constraints = [
+            models.CheckConstraint(condition=Q(gguf_outtype__in=["", "f16", "q8_0"]),
+                                   name="modelexport_outtype_valid"),
+            models.CheckConstraint(condition=Q(quantize__in=["", "Q4_K_M"]), name="modelexport_quantize_valid"),
+            # Quantizing and the Modelfile both need a GGUF.
+            models.CheckConstraint(condition=~Q(gguf_outtype="") | (Q(quantize="") & Q(modelfile=False)),
+                                   name="modelexport_gguf_needed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} of v{self.model_version.number}" if self.model_version_id else f"export #{self.pk}"
+
+    @property
+    def status(self) -> str:
+        """The job's status (an export without a job has not been queued)."""
+        return self.job.status if self.job_id and self.job is not None else Job.Status.QUEUED
+
+    @property
+    def formats(self) -> list[str]:
+        chosen = []
+        if self.merged:
+            chosen.append("safetensors")
+        if self.gguf_outtype:
+            chosen.append(f"gguf-{self.gguf_outtype}")
+        if self.quantize:
+            chosen.append(self.quantize)
+        if self.modelfile:
+            chosen.append("Modelfile")
+        return chosen
+
+    @property
+    def path(self):
+        return settings.VSM_DATA_DIR / self.output_path if self.output_path else None
+
+    def artifact_file(self, name: str):
+        """The absolute path of a produced artifact (``name`` from ARTIFACTS), or None.
+
+        The path comes from ``files`` (written by the job, never from a request) and must stay
+        inside this export's own folder.
+        """
+        if name not in self.ARTIFACTS or not self.output_path:
+            return None
+        info = (self.files or {}).get(name)
+        if not isinstance(info, dict) or not info.get("path"):
+            return None
+        root = (settings.VSM_DATA_DIR / self.output_path).resolve()
+        path = (settings.VSM_DATA_DIR / info["path"]).resolve()
+        if root not in path.parents or not path.is_file():
+            return None
+        return path
+
+    def downloads(self) -> list[dict]:
+        """The downloadable artifacts produced so far, in ARTIFACTS order."""
+        out = []
+        for name in self.ARTIFACTS:
+            info = (self.files or {}).get(name)
+            if isinstance(info, dict) and info.get("path"):
+                out.append({"artifact": name, "filename": info.get("name") or Path(info["path"]).name,
+                            "bytes": info.get("bytes"), "sha256": info.get("sha256", "")})
+        return out

@@ -76,3 +76,78 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
         TrainingRun.objects.filter(pk=run.pk).update(job=job)
         run.job = job
     return run
+
+
+# Exports ------------------------------------------------------------------------------------
+
+EXPORT_OUTTYPES = ("", "f16", "q8_0")
+EXPORT_QUANTIZE = ("", "Q4_K_M")
+
+
+def export_dir(export) -> Path:
+    """``VSM_DATA_DIR/domains/<slug>/exports/<id>/``: everything one export writes."""
+    return settings.VSM_DATA_DIR / "domains" / export.domain.slug / "exports" / str(export.pk)
+
+
+def export_source(version: ModelVersion) -> tuple[str, Path, Path | None]:
+    """Where an export's merged weights come from, checked on disk.
+
+    ``("merged", folder, None)`` when merged weights are already there, ``("full", folder, None)``
+    for a full fine-tune, ``("adapter", adapter, base)`` for a LoRA to merge into its base.
+    A ValidationError under ``model_version`` says what is missing.
+    """
+    data = settings.VSM_DATA_DIR
+    n = version.number
+    if version.merged_path and (data / version.merged_path / "config.json").is_file():
+        return "merged", data / version.merged_path, None
+    if not version.adapter_path:
+        raise ValidationError({"model_version": f"Model v{n} records no adapter or weights, so there is nothing "
+                                                f"to export."})
+    folder = data / version.adapter_path
+    if (folder / "adapter_config.json").is_file():
+        base = Path(version.base_path) if version.base_path else None
+        if base is None or not (base / "config.json").is_file():
+            raise ValidationError({"model_version": f"The base model of v{n} ({version.base_path or 'not recorded'}) "
+                                                    f"is not on this machine, so its adapter cannot be merged. "
+                                                    f"Prepare the base model {version.base_model} again (start a "
+                                                    f"training run from it), then export."})
+        return "adapter", folder, base
+    if (folder / "config.json").is_file():
+        return "full", folder, None
+    raise ValidationError({"model_version": f"The weights of v{n} are missing from the data folder "
+                                            f"({version.adapter_path}); restore it from a backup or train again."})
+
+
+def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: bool = True,
+                 gguf_outtype: str = "f16", quantize: str = "Q4_K_M", modelfile: bool = True):
+    """Check the formats and that the version's weights are on disk, then create the export and queue its job."""
+    from training_app.models import ModelExport
+
+    if model_version.domain_id != domain.pk:
+        raise ValidationError({"model_version": "That model version belongs to another domain."})
+    gguf_outtype, quantize = gguf_outtype or "", quantize or ""
+    if gguf_outtype not in EXPORT_OUTTYPES:
+        raise ValidationError({"gguf_outtype": f"GGUF type must be f16 or q8_0 (or none), not {gguf_outtype!r}."})
+    if quantize not in EXPORT_QUANTIZE:
+        raise ValidationError({"quantize": f"Quantization must be Q4_K_M (or none), not {quantize!r}."})
+    errors = {}
+    if quantize and not gguf_outtype:
+        errors["quantize"] = "Quantizing needs a GGUF: choose a GGUF type too."
+    if modelfile and not gguf_outtype:
+        errors["modelfile"] = "An Ollama Modelfile needs a GGUF: choose a GGUF type too."
+    if not merged and not gguf_outtype:
+        errors["__all__"] = "Choose at least one format: merged safetensors or GGUF."
+    if errors:
+        raise ValidationError(errors)
+    export_source(model_version)
+    with transaction.atomic():
+        export = ModelExport.objects.create(
+            domain=domain, model_version=model_version, merged=bool(merged), gguf_outtype=gguf_outtype,
+            quantize=quantize, modelfile=bool(modelfile),
+            created_by=by if getattr(by, "is_authenticated", False) else None,
+        )
+        job = enqueue_job(domain=domain, kind="export", params={"export_id": export.pk}, created_by=by)
+        export.job = job
+        export.output_path = str(export_dir(export).relative_to(settings.VSM_DATA_DIR))
+        ModelExport.objects.filter(pk=export.pk).update(job=job, output_path=export.output_path)
+    return export
