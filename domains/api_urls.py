@@ -23,6 +23,7 @@ router.register(rf"{in_domain}/teachers", datasets_api.TeacherViewSet, basename=
 router.register(rf"{in_domain}/teacher-keys", datasets_api.TeacherKeyViewSet, basename="teacher-key")
 router.register(rf"{in_domain}/runs", training_api.TrainingRunViewSet, basename="training-run")
 router.register(rf"{in_domain}/models", training_api.ModelVersionViewSet, basename="model-version")
+router.register(rf"{in_domain}/exports", training_api.ModelExportViewSet, basename="model-export")
 
 urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),

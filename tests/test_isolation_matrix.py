@@ -54,11 +54,21 @@ def ids(domain, alice, bob, data_dir):
 
     run = TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={})
     model = ModelVersion.objects.create(domain=domain, number=1, base_model="embedded:gemma3-270m")
+    from training_app.models import ModelExport
+
+    export = ModelExport.objects.create(domain=domain, model_version=model)
+    folder = data_dir / "domains" / domain.slug / "exports" / str(export.pk)
+    folder.mkdir(parents=True)
+    (folder / "export.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    ModelExport.objects.filter(pk=export.pk).update(
+        output_path=str(folder.relative_to(data_dir)),
+        files={"archive": {"name": "finance-v1.zip", "path": str((folder / "export.zip").relative_to(data_dir)),
+                           "bytes": 22, "sha256": "0" * 64}})
     return {
         "members": Membership.objects.get(domain=domain, user=bob).pk,
         "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,
         "datasets": dataset.pk, "pairs": pair.pk, "versions": version.pk, "teachers": teacher.pk,
-        "teacher-keys": teacher_key.pk, "runs": run.pk, "models": model.pk,
+        "teacher-keys": teacher_key.pk, "runs": run.pk, "models": model.pk, "exports": export.pk,
     }
 
 

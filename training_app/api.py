@@ -8,19 +8,28 @@ read/write keys) start runs; only owners, signed in, promote and demote model ve
 """
 from __future__ import annotations
 
+from django.http import FileResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from datasets_app.api import AttachmentNegotiation
 from datasets_app.models import DatasetVersion
 from domains.api import SLUG_PARAMETER, DomainAccessMixin, api_errors
 from domains.models import Role
-from training_app.models import ModelVersion, TrainingRun
-from training_app.serializers import ModelVersionSerializer, TrainingRunSerializer, TrainingStartSerializer
-from training_app.services import start_training
+from training_app.models import ModelExport, ModelVersion, TrainingRun
+from training_app.serializers import (
+    ModelExportSerializer,
+    ModelExportStartSerializer,
+    ModelVersionSerializer,
+    TrainingRunSerializer,
+    TrainingStartSerializer,
+)
+from training_app.services import start_export, start_training
 
 
 def _actor(request):
@@ -132,3 +141,89 @@ class ModelVersionViewSet(DomainAccessMixin, viewsets.ReadOnlyModelViewSet):
         model = self.get_object()
         model.demote()
         return self._shown(model)
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["models"])
+@extend_schema_view(
+    list=extend_schema(
+        summary="List model exports",
+        description="Newest first. `files` lists what each has produced so far, with sizes, sha256 and download "
+                    "URLs.",
+        parameters=[OpenApiParameter("model_version", OpenApiTypes.INT,
+                                     description="Only exports of this model version.")],
+    ),
+    retrieve=extend_schema(summary="A model export", description="Its formats, job (status, progress) and files."),
+    create=extend_schema(
+        summary="Export a model version (experts, read/write keys)",
+        description="Queues an `export` job: merged safetensors, GGUF (f16 or q8_0), Q4_K_M, an Ollama Modelfile "
+                    "and one zip archive, as chosen. A version whose weights are not on disk, or formats that do "
+                    "not fit together, are answered 400 and nothing is created. Cancel it under jobs/.",
+        request=ModelExportStartSerializer,
+        responses={201: ModelExportSerializer, 400: OpenApiResponse(description="A field error.")},
+    ),
+)
+class ModelExportViewSet(
+    DomainAccessMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Exports of a domain's model versions, each run as a job; download what they produced."""
+
+    serializer_class = ModelExportSerializer
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+
+    def get_queryset(self):
+        if self.schema_only:
+            return ModelExport.objects.none()
+        exports = ModelExport.objects.for_domain(self.access.domain).select_related(
+            "domain", "model_version", "job", "job__created_by", "created_by")
+        if self.action == "list" and self.request.query_params.get("model_version"):
+            try:
+                exports = exports.filter(model_version_id=int(self.request.query_params["model_version"]))
+            except ValueError:
+                raise exceptions.ValidationError({"model_version": [_("Give a model version id.")]}) from None
+        return exports
+
+    def create(self, request, *args, **kwargs):
+        data = ModelExportStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        domain = self.access.domain
+        version = ModelVersion.objects.for_domain(domain).filter(pk=values["model_version"]).first()
+        if version is None:
+            raise exceptions.ValidationError({"model_version": [_("No such model version in this domain.")]})
+        with api_errors():
+            export = start_export(domain=domain, model_version=version, by=_actor(request), merged=values["merged"],
+                                  gguf_outtype=values["gguf_outtype"], quantize=values["quantize"],
+                                  modelfile=values["modelfile"])
+        export = self.get_queryset().get(pk=export.pk)
+        return Response(
+            self.get_serializer(export).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("api:model-export-detail", args=[domain.slug, export.pk])},
+        )
+
+    @extend_schema(
+        summary="Download a file of an export",
+        description="`file` is one of archive (the default: everything chosen in one zip with SHA256SUMS), merged "
+                    "(the merged model.safetensors), gguf, quantized or modelfile. 404 when the export has not "
+                    "produced it (yet).",
+        parameters=[OpenApiParameter("file", OpenApiTypes.STR, enum=list(ModelExport.ARTIFACTS),
+                                     default="archive")],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
+                   404: OpenApiResponse(description="No such file in this export.")},
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=AttachmentNegotiation)
+    def download(self, request, *args, **kwargs):
+        export = self.get_object()
+        name = request.query_params.get("file") or "archive"
+        path = export.artifact_file(name) if name in ModelExport.ARTIFACTS else None
+        if path is None:
+            raise exceptions.NotFound(_("No such file in this export."))
+        response = FileResponse(open(path, "rb"), as_attachment=True, filename=export.files[name]["name"],
+                                content_type="application/octet-stream")
+        response["Cache-Control"] = "private, no-store"
+        return response

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from datasets_app.models import DatasetVersion
 from domains.forms import apply_errors
 from training_app.engine.config import PRESETS, TrainConfig
-from training_app.models import TrainingRun
+from training_app.models import ModelExport, TrainingRun
 from training_app.services import EMBEDDED_BASE
 
 DEFAULTS = TrainConfig()
@@ -106,3 +106,18 @@ class TrainingStartForm(forms.Form):
                 return
             exc = ValidationError(rest)
         apply_errors(self, exc)
+
+
+class ModelExportForm(forms.Form):
+    """Which formats to export a model version in; the rules live in ``services.start_export``."""
+
+    merged = forms.BooleanField(label=_("Merged safetensors"), required=False, initial=True,
+                                help_text=_("The adapter merged into its base: a Hugging Face model folder."))
+    gguf_outtype = forms.ChoiceField(label=_("GGUF"), required=False, initial=ModelExport.Outtype.F16,
+                                     choices=ModelExport.Outtype.choices,
+                                     help_text=_("For llama.cpp and Ollama; q8_0 is half the size of f16."))
+    quantize = forms.ChoiceField(label=_("Quantize"), required=False, initial=ModelExport.Quantize.Q4_K_M,
+                                 choices=ModelExport.Quantize.choices,
+                                 help_text=_("Q4_K_M: about a quarter of f16, for small machines."))
+    modelfile = forms.BooleanField(label=_("Ollama Modelfile"), required=False, initial=True,
+                                   help_text=_("With the chat template the model was trained with."))

@@ -1,12 +1,14 @@
 """Serializers of the training API: runs (with their job) and the model versions they produce."""
 from __future__ import annotations
 
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from domains.serializers import JobDetailSerializer
 from training_app.engine.config import PRESETS
-from training_app.models import ModelVersion, TrainingRun
+from training_app.models import ModelExport, ModelVersion, TrainingRun
 from training_app.services import EMBEDDED_BASE
 
 
@@ -76,3 +78,51 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "adapter_path", "merged_path", "dataset_hash", "config", "metrics", "created_at",
         ]
         read_only_fields = fields
+
+
+class ExportFileSerializer(serializers.Serializer):
+    artifact = serializers.CharField(help_text=_("archive, merged, gguf, quantized or modelfile."))
+    filename = serializers.CharField()
+    bytes = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField()
+    url = serializers.CharField(help_text=_("Where to download it (API)."))
+
+
+class ModelExportSerializer(serializers.ModelSerializer):
+    """An export: the formats asked for, its job (status and progress) and the files produced so far."""
+
+    gguf_outtype = serializers.CharField(read_only=True, help_text=_("f16, q8_0, or empty for no GGUF."))
+    quantize = serializers.CharField(read_only=True, help_text=_("Q4_K_M, or empty for none."))
+    model_version_number = serializers.IntegerField(source="model_version.number", read_only=True)
+    status = serializers.CharField(read_only=True, help_text=_("The job's status."))
+    formats = serializers.ListField(child=serializers.CharField(), read_only=True)
+    job = JobDetailSerializer(read_only=True, allow_null=True)
+    files = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ModelExport
+        fields = [
+            "id", "model_version", "model_version_number", "merged", "gguf_outtype", "quantize", "modelfile",
+            "formats", "status", "job", "output_path", "files", "created_by", "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ExportFileSerializer(many=True))
+    def get_files(self, export: ModelExport) -> list[dict]:
+        url = reverse("api:model-export-download", args=[export.domain.slug, export.pk])
+        return ExportFileSerializer([{**f, "url": f"{url}?file={f['artifact']}"} for f in export.downloads()],
+                                    many=True).data
+
+
+class ModelExportStartSerializer(serializers.Serializer):
+    """Export a model version. Quantizing and the Modelfile need a GGUF."""
+
+    model_version = serializers.IntegerField(help_text=_("Id of a model version of this domain."))
+    merged = serializers.BooleanField(default=True, help_text=_("Merged safetensors (a Hugging Face folder)."))
+    # Plain strings, checked by the service: enum names would collide in the schema.
+    gguf_outtype = serializers.CharField(default="f16", allow_blank=True, max_length=8,
+                                         help_text=_("f16, q8_0, or empty for no GGUF."))
+    quantize = serializers.CharField(default="Q4_K_M", allow_blank=True, max_length=8,
+                                     help_text=_("Q4_K_M, or empty for none."))
+    modelfile = serializers.BooleanField(default=True, help_text=_("An Ollama Modelfile for the GGUF."))

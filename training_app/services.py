@@ -135,10 +135,10 @@ def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: boo
         errors["quantize"] = "Quantizing needs a GGUF: choose a GGUF type too."
     if modelfile and not gguf_outtype:
         errors["modelfile"] = "An Ollama Modelfile needs a GGUF: choose a GGUF type too."
-    if not merged and not gguf_outtype:
-        errors["__all__"] = "Choose at least one format: merged safetensors or GGUF."
     if errors:
         raise ValidationError(errors)
+    if not merged and not gguf_outtype:
+        raise ValidationError("Choose at least one format: merged safetensors or GGUF.")
     export_source(model_version)
     with transaction.atomic():
         export = ModelExport.objects.create(

@@ -11,4 +11,6 @@ urlpatterns = [
     path("d/<slug:slug>/models/<int:pk>/", views.model_detail, name="model-detail"),
     path("d/<slug:slug>/models/<int:pk>/promote/", views.model_promote, name="model-promote"),
     path("d/<slug:slug>/models/<int:pk>/demote/", views.model_demote, name="model-demote"),
+    path("d/<slug:slug>/models/<int:pk>/export/", views.model_export_start, name="model-export"),
+    path("d/<slug:slug>/exports/<int:pk>/download/", views.export_download, name="export-download"),
 ]

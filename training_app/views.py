@@ -13,7 +13,7 @@ import math
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -22,11 +22,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app.models import DatasetVersion
 from domains import access as gate
+from domains.forms import apply_errors
 from domains.models import Role
 from domains.views import _job_fragment
-from training_app.forms import EDITABLE, TrainingStartForm
-from training_app.models import ModelVersion, TrainingRun
-from training_app.services import start_training
+from training_app.forms import EDITABLE, ModelExportForm, TrainingStartForm
+from training_app.models import ModelExport, ModelVersion, TrainingRun
+from training_app.services import start_export, start_training
 
 # Config fields shown first on the run and model pages (the rest follow in the config's order).
 MAIN_CONFIG = ("kind", "method", "preset", *EDITABLE, "lora_dropout", "warmup_ratio", "weight_decay", "seed",
@@ -306,12 +307,31 @@ def _lineage(model: ModelVersion) -> list[ModelVersion]:
     return chain
 
 
+def _exports(access: gate.Access, model: ModelVersion):
+    return ModelExport.objects.for_domain(access.domain).filter(model_version=model).select_related(
+        "domain", "model_version", "job", "job__domain", "created_by")
+
+
 @login_required
 @require_GET
 def model_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """One model version: config, metrics, lineage (parents, run, dataset version) and artifact paths."""
+    """One model version: config, metrics, lineage (parents, run, dataset version), artifact paths and exports.
+
+    With htmx and ``?export=<id>``: that export's row (its progress poll; 286 once finished).
+    """
     access = gate.for_request(request, slug)
     model = _model_of(access, pk)
+    if request.htmx and "export" in request.GET:
+        export = get_object_or_404(_exports(access, model), pk=_pk(request.GET["export"], "export"))
+        context = {"export": export, "domain": access.domain, "access": access, "model": model}
+        if export.job is None:
+            return _respond(request, "training/model_detail.html#export-row", context)
+        return _job_fragment(request, "training/model_detail.html#export-row", context, export.job)
+    return _model_page(request, access, model)
+
+
+def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
+                export_form: ModelExportForm | None = None, status: int = 200) -> HttpResponse:
     dataset_version = None
     if model.dataset_hash:
         dataset_version = DatasetVersion.objects.for_domain(access.domain).select_related("dataset") \
@@ -335,9 +355,11 @@ def model_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             (_("Merged weights"), model.merged_path),
             (_("Run folder"), run.output_path if run else ""),
         ) if value],
+        "exports": _exports(access, model)[:50],
+        "export_form": export_form or (ModelExportForm() if access.can_write else None),
         "section": "training",
     }
-    return _respond(request, "training/model_detail.html", context)
+    return _respond(request, "training/model_detail.html", context, status)
 
 
 @login_required
@@ -360,3 +382,44 @@ def model_demote(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     model.demote()
     messages.info(request, _("Model v%(n)s is no longer active.") % {"n": model.number})
     return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]))
+
+
+# Exports ------------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def model_export_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Experts export a model version (merged safetensors, GGUF, Q4_K_M, Modelfile, archive) as a job."""
+    access = gate.for_request(request, slug, min_role=Role.EXPERT)
+    model = _model_of(access, pk)
+    form = ModelExportForm(request.POST)
+    if not form.is_valid():
+        return _model_page(request, access, model, form, status=400)
+    values = form.cleaned_data
+    try:
+        export = start_export(domain=access.domain, model_version=model, by=request.user, merged=values["merged"],
+                              gguf_outtype=values["gguf_outtype"], quantize=values["quantize"],
+                              modelfile=values["modelfile"])
+    except ValidationError as exc:
+        apply_errors(form, exc)
+        return _model_page(request, access, model, form, status=400)
+    messages.success(request, _("Export #%(id)s queued. Its progress shows below.") % {"id": export.pk})
+    return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]) + "#exports")
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """One produced file of an export (``?file=`` archive, merged, gguf, quantized or modelfile; the archive
+    by default), streamed as an attachment. The path comes from the export row, never from the request."""
+    access = gate.for_request(request, slug)
+    export = get_object_or_404(ModelExport.objects.for_domain(access.domain), pk=_pk(pk, "export"))
+    name = request.GET.get("file") or "archive"
+    path = export.artifact_file(name) if name in ModelExport.ARTIFACTS else None
+    if path is None:
+        raise Http404("No such file in this export")
+    response = FileResponse(open(path, "rb"), as_attachment=True, filename=export.files[name]["name"],
+                            content_type="application/octet-stream")
+    response["Cache-Control"] = "private, no-store"
+    return response
