@@ -132,3 +132,12 @@ def test_other_tenants_get_404(client_as, charlie, alice, domain, other_domain, 
     assert client.get(detail(domain, version), {"export": pig_export.pk}, **HTMX).status_code == 404
     assert client.post(reverse("model-export", args=[domain.slug, pig_version.pk]),
                        {"gguf_outtype": "f16"}).status_code == 404
+
+
+def test_the_exports_section_and_job_messages_in_chinese(client_as, bob, domain, version, export):
+    client = client_as(bob)
+    client.post(reverse("set_language"), {"language": "zh-hans", "next": "/"})
+    Job.objects.filter(pk=export.job_id).update(status=Job.Status.RUNNING, message="Quantizing the GGUF")
+    page = client.get(detail(domain, version)).content.decode()
+    assert "导出" in page and "下载" in page and "合并后的 safetensors" in page and "还没有导出" not in page
+    assert "正在量化 GGUF" in page
