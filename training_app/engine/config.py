@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-KINDS = ("sft", "cpt", "judge_sft")
+KINDS = ("sft", "cpt", "judge_sft", "grpo")
 METHODS = ("lora", "full")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -21,7 +21,8 @@ QUANTIZATIONS = ("none", "4bit")
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what to train -------------------------------------------------------------
-    kind: str = "sft"                 # "sft" (question→answer), "cpt" (raw text), "judge_sft" (messages)
+    kind: str = "sft"                 # "sft" (question→answer), "cpt" (raw text), "judge_sft" (messages),
+                                      # "grpo" (entity extraction rewarded by JSON validity and entity F1)
     base_model: str = ""              # a local Hugging Face model folder (config.json + weights + tokenizer)
     method: str = "lora"              # "lora" (adapter only, the default) or "full" (all weights)
     # --- LoRA (defaults from the field: small r, alpha = 2r, light dropout) --------
@@ -50,6 +51,12 @@ class TrainConfig:
     quantization: str = "none"        # "4bit" = QLoRA, used only when CUDA and bitsandbytes are present
     gradient_checkpointing: bool = False  # trade compute for activation memory on long sequences
     packing: bool = True              # pack a micro-batch's examples into few rows (no padding compute)
+    # --- GRPO (kind "grpo" only; batch_size × grad_accum completions per optimizer step) --
+    num_generations: int = 4          # completions sampled per prompt; rewards are compared within the group
+    max_new_tokens: int = 64          # completion length cap (a CLUENER answer is ~15-40 Gemma tokens)
+    grpo_beta: float = 0.0            # KL penalty toward the base (0: none, trl's default; no reference pass)
+    grpo_temperature: float = 1.0     # sampling temperature of the completions (GRPO needs varied answers)
+    entity_labels: str = ""           # "a,b,c": labels the model is asked for ("" = CLUENER's ten)
     # --- generation (used by evaluation and chat, stored with the model version) ------
     generation_temperature: float = 0.0  # 0 = greedy; creative domains sample warmer
     preset: str = ""                  # which preset the values came from ("" = plain defaults)
@@ -156,4 +163,18 @@ def validate(c: TrainConfig) -> None:
     _check(not (c.quantization == "4bit" and c.method == "full"), "quantization",
            "4-bit (QLoRA) needs method 'lora'; full fine-tuning cannot train quantized weights")
     _check(0.0 <= c.generation_temperature <= 2.0, "generation_temperature", "must be in [0, 2]")
+    _check(2 <= c.num_generations <= 64, "num_generations", "must be between 2 and 64 (GRPO compares a group)")
+    _check(1 <= c.max_new_tokens <= 4096, "max_new_tokens", "must be between 1 and 4096")
+    _check(0.0 <= c.grpo_beta <= 10.0, "grpo_beta", "must be in [0, 10]")
+    _check(0.0 < c.grpo_temperature <= 2.0, "grpo_temperature", "must be in (0, 2]: GRPO samples")
+    labels = [x.strip() for x in c.entity_labels.split(",")] if c.entity_labels.strip() else []
+    _check(all(labels) and len(set(labels)) == len(labels), "entity_labels",
+           "must be comma-separated, non-empty, distinct labels (or empty for CLUENER's ten)")
+    if c.kind == "grpo":
+        _check(c.method == "lora", "method", "GRPO trains a LoRA adapter; use method 'lora'")
+        _check((c.batch_size * c.grad_accum) % c.num_generations == 0, "num_generations",
+               f"must divide batch_size × grad_accum ({c.batch_size} × {c.grad_accum} completions per "
+               f"step) so every step holds whole groups, got {c.num_generations}")
+        _check(c.max_new_tokens < c.max_length, "max_new_tokens", "must be smaller than max_length "
+               "(prompt and completion share it)")
     _check(c.preset == "" or c.preset in PRESETS, "preset", f"unknown preset {c.preset!r}")

@@ -334,6 +334,11 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
           on_progress: Callable[[Progress], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``config.base_model`` on ``rows``; write the adapter/model under ``out_dir``."""
+    if config.kind == "grpo":  # one entry point for every kind; GRPO runs on trl (grpo.py)
+        from .grpo import train_grpo
+
+        return train_grpo(config, rows, out_dir, eval_rows=eval_rows, on_progress=on_progress,
+                          should_stop=should_stop)
     base_path = check_base_model(config.base_model)
     rows = list(rows)
     eval_rows = list(eval_rows)
