@@ -150,3 +150,20 @@ def test_grpo_runs_read_the_versions_entity_examples(domain, bob, sent):
     assert rows == [{"text": "张三在北京工作。", "spans": [
         {"label": "name", "start": 0, "end": 1, "mention": "张三"},
         {"label": "address", "start": 3, "end": 4, "mention": "北京"}]}] and eval_rows == []
+
+
+def test_with_several_gpus_the_job_trains_data_parallel(domain, bob, version, tiny_models, sent, monkeypatch):  # noqa: F811
+    """No GPUs here: the launcher is told there are two and runs two CPU processes over gloo."""
+    from training_app.engine import launch
+
+    monkeypatch.setattr(launch, "wants_data_parallel", lambda config: 2)
+    run = services.start_training(domain=domain, dataset_version=version, by=bob,
+                                  base_model=str(tiny_models["qwen"]), overrides=FAST)
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
+    assert "data-parallel over 2 GPUs" in job.log_tail
+    run.refresh_from_db()
+    assert "data-parallel over 2 processes" in run.metrics["notes"]
+    assert ModelVersion.objects.get(run=run).adapter_path.endswith("adapter")
+    assert job.progress_done == job.progress_total > 0

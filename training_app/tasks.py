@@ -198,14 +198,24 @@ class _LiveCurve:
 
 
 def _train_or_fail(ctx: JobContext, config, rows, out_dir, eval_rows, on_progress):
+    from training_app.engine import launch
     from training_app.engine.base_models import BaseModelError
     from training_app.engine.sft import train
 
+    processes = launch.wants_data_parallel(config)
     try:
+        if processes > 1:  # several GPUs: one process each, through accelerate launch
+            ctx.log(f"data-parallel over {processes} GPUs (accelerate launch)")
+            return launch.train_data_parallel(config, rows, out_dir, num_processes=processes, eval_rows=eval_rows,
+                                              on_progress=on_progress, should_stop=ctx.should_stop)
         return train(config, rows, out_dir, eval_rows=eval_rows, on_progress=on_progress,
                      should_stop=ctx.should_stop)
     except BaseModelError as exc:
         ctx.fail(str(exc))
+    except RuntimeError as exc:
+        if processes > 1:
+            ctx.fail(str(exc))
+        raise
 
 
 from training_app import export_tasks  # noqa: E402,F401

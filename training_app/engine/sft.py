@@ -329,6 +329,82 @@ def _config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- train
+class DataParallel:
+    """The process group of a data-parallel run (``accelerate launch``/torchrun set WORLD_SIZE).
+
+    A single process has world 1 and every method is a no-op, so the plain path pays nothing.
+    Only LoRA/full-weight gradients travel (all-reduce of the trainable parameters' grads), which
+    for an adapter is a few MB a step. Rank 0 alone writes checkpoints, outputs and progress.
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1, device: str = "cpu", owns_group: bool = False):
+        self.rank, self.world, self.device, self.owns_group = rank, world, device, owns_group
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str) -> "DataParallel":
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world <= 1:
+            return cls(device=device)
+        import torch
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        if device.startswith("cuda"):
+            device = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        owns = not dist.is_initialized()
+        if owns:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), device, owns)
+
+    def _reduce(self, values: list[float]) -> list[float]:
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def total(self, value: float) -> float:
+        return value if self.world == 1 else self._reduce([float(value)])[0]
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision (a cancel seen by one process must stop all of them at the same step)."""
+        if self.world == 1:
+            return bool(flag)
+        return self._reduce([float(flag) if self.main else 0.0])[0] > 0
+
+    def sum_grads(self, params) -> None:
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        dist.all_reduce(flat)
+        k = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[k:k + n].view_as(g).to(g.dtype)
+            k += n
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and self.owns_group:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *,
           eval_rows: Iterable[dict[str, Any]] = (),
           on_progress: Callable[[Progress], None] | None = None,
@@ -352,6 +428,11 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_devices(config.device, config.precision, config.quantization, config.method)
+    dp = DataParallel.from_env(plan.device)
+    if dp.world > 1 and plan.device.startswith("cuda"):
+        import dataclasses
+
+        plan = dataclasses.replace(plan, device=dp.device)
     notes = list(plan.notes)
     device = plan.device
     amp = plan.autocast_dtype()
@@ -421,6 +502,8 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
     _write_json(out / "train_config.json", config.to_dict())
 
     def save_ckpt() -> None:
+        if not dp.main:
+            return
         _save_checkpoint(out, model, opt, sched, scaler, state)
 
     def eval_now() -> float:
@@ -440,13 +523,15 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
         groups = [groups[k:k + config.grad_accum] for k in range(0, len(groups), config.grad_accum)]
         g = state["group"] if epoch == state["epoch"] else 0
         while g < len(groups):
-            if should_stop is not None and should_stop():
+            if dp.agree(should_stop is not None and should_stop()):
                 stopped = "cancelled"
                 break
             t0 = time.time()
+            # Data-parallel: each process takes every world-th micro-batch of the step, and the loss
+            # is normalised by the targets of the whole step, so summed gradients equal one process's.
             batches = [collate([examples[i] for i in mb], packing=packing, max_length=config.max_length,
-                               pad_id=pad_id) for mb in groups[g]]
-            n_tg = sum(b.n_targets for b in batches)
+                               pad_id=pad_id) for mb in groups[g][dp.rank::dp.world]]
+            n_tg = dp.total(sum(b.n_targets for b in batches))
             step_loss = 0.0
             for b in batches:
                 if b.n_targets == 0:
@@ -454,6 +539,9 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
                 loss = batch_loss_sum(model, b, device, amp) / n_tg
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 step_loss += float(loss.detach())
+            if dp.world > 1:
+                dp.sum_grads(params)
+                step_loss = dp.total(step_loss)
             if scaler is not None:
                 scaler.unscale_(opt)
             if config.max_grad_norm > 0:
@@ -468,7 +556,7 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
             opt.zero_grad(set_to_none=True)
 
             g += 1
-            tokens = sum(b.n_tokens for b in batches)
+            tokens = int(dp.total(sum(b.n_tokens for b in batches)))
             session_tokens += tokens
             session_steps += 1
             state["tokens_seen"] += tokens
@@ -484,7 +572,7 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
                     and state["step"] % config.save_every_steps == 0):
                 save_ckpt()
                 last_saved = state["step"]
-            if on_progress is not None and not end_of_epoch and (
+            if on_progress is not None and dp.main and not end_of_epoch and (
                     state["step"] % config.log_every_steps == 0 or state["step"] == total_steps):
                 eta = (total_steps - state["step"]) * elapsed / session_steps
                 on_progress(Progress(state["step"], total_steps, rec["epoch"], step_loss, lr, tps, eta))
@@ -498,7 +586,7 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
             state["val_history"].append({"epoch": epoch + 1, "step": state["step"], "val_loss": val})
             if state["best_val_loss"] is None or val < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"], state["bad_epochs"] = val, epoch + 1, 0
-                if config.keep_best:
+                if config.keep_best and dp.main:
                     import torch as _t
 
                     best = out / "best"
@@ -514,7 +602,7 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
             state["stopped"] = stopped
         save_ckpt()
         last_saved = state["step"]
-        if on_progress is not None:
+        if on_progress is not None and dp.main:
             elapsed = max(time.time() - session_t0, 1e-9)
             h = state["history"][-1] if state["history"] else {"loss": float("nan"), "learning_rate": 0.0}
             eta = (total_steps - state["step"]) * elapsed / max(session_steps, 1)
@@ -527,15 +615,17 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
 
     model_dir: Path | None = None
     if stopped != "cancelled":
+        dp.barrier()  # rank 0's best weights are on disk
         if eval_examples and config.keep_best and (out / "best" / "trainable.pt").is_file():
             _load_trainable(model, torch.load(out / "best" / "trainable.pt", map_location="cpu"))
             notes.append(f"kept the weights of epoch {state['best_epoch']} (lowest validation loss)")
         model_dir = out / ("adapter" if config.method == "lora" else "model")
-        tmp = _atomic_dir(model_dir)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        _write_json(tmp / "train_config.json", config.to_dict())
-        _commit_dir(tmp, model_dir)
+        if dp.main:
+            tmp = _atomic_dir(model_dir)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            _write_json(tmp / "train_config.json", config.to_dict())
+            _commit_dir(tmp, model_dir)
 
     history = state["history"]
     result = TrainResult(
@@ -548,8 +638,11 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
         quantization=plan.quantization, method=config.method, trainable_params=n_trainable,
         total_params=n_total, tokens_seen=state["tokens_seen"], elapsed_s=round(time.time() - t_start, 3),
         data=stats.to_dict(), notes=notes)
-    metrics = result.to_dict()
-    _write_json(out / "metrics.json", metrics)
+    if dp.world > 1:
+        result.notes.append(f"data-parallel over {dp.world} processes")
+    if dp.main:
+        _write_json(out / "metrics.json", result.to_dict())
+    dp.close()
     return result
 
 
