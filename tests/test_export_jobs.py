@@ -15,6 +15,7 @@ from domains.models import Job
 from tests.training_engine.tiny_gemma import PROMPT, gemma_tokenizer_dir, tiny_gemma_gguf  # noqa: F401
 from training_app import export_tasks, services
 from training_app.engine import export as engine
+from training_app.engine.base_models import file_sha256
 from training_app.models import ModelExport, ModelVersion
 
 GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>"
@@ -106,7 +107,7 @@ def test_a_lora_export_produces_every_format_and_a_retry_redoes_nothing(
         info = export.files[name]
         assert path is not None and path.parent.is_relative_to(out), name
         assert info["bytes"] == path.stat().st_size and len(info["sha256"]) == 64
-        assert info["sha256"] == engine._sha256(path)
+        assert info["sha256"] == file_sha256(path)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp left
 
     # merged safetensors: a whole HF model folder, recorded on the version, equal to base + adapter

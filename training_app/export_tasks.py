@@ -8,7 +8,6 @@ loads rows, calls it and records paths, sizes and hashes on the ``ModelExport``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -22,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
 from domains.jobs import JobContext, job_handler
+from training_app.engine.base_models import file_sha256
 from training_app.models import ModelExport, ModelVersion
 from training_app.services import export_dir, export_source
 
@@ -43,16 +43,8 @@ def _rel(path: Path) -> str:
     return os.path.relpath(path, settings.VSM_DATA_DIR)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _info(path: Path, name: str | None = None) -> dict:
-    return {"name": name or path.name, "path": _rel(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"name": name or path.name, "path": _rel(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _is_gguf(path: Path) -> bool:
@@ -119,7 +111,7 @@ def _merged_info(merged_dir: Path, stem: str) -> dict:
             "files": [{"name": p.name, "bytes": p.stat().st_size} for p in files],
             "total_bytes": sum(p.stat().st_size for p in files)}
     if weights.is_file():
-        info.update(path=_rel(weights), bytes=weights.stat().st_size, sha256=_sha256(weights))
+        info.update(path=_rel(weights), bytes=weights.stat().st_size, sha256=file_sha256(weights))
     return info
 
 

@@ -202,7 +202,8 @@ def _has_gguf_magic(path: Path) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -303,7 +304,7 @@ def import_gguf(gguf_path: Path, cache_dir: Path) -> Path:
     """Import a user's .gguf file (dequantized) into ``cache_dir``; cached by content hash."""
     gguf_path = Path(gguf_path).resolve()
     _check_gguf_header(gguf_path)
-    digest = _sha256(gguf_path)
+    digest = file_sha256(gguf_path)
     stem = re.sub(r"[^\w.\-]+", "-", gguf_path.stem)[:60]
     name = f"gguf-{stem}-{digest[:12]}"
     target = Path(cache_dir) / name

