@@ -167,3 +167,28 @@ def test_with_several_gpus_the_job_trains_data_parallel(domain, bob, version, ti
     assert "data-parallel over 2 processes" in run.metrics["notes"]
     assert ModelVersion.objects.get(run=run).adapter_path.endswith("adapter")
     assert job.progress_done == job.progress_total > 0
+
+
+def test_a_grpo_run_trains_the_entity_extractor_and_records_its_version(domain, bob, tiny_models, sent):  # noqa: F811
+    from datasets_app.models import EntityExample
+
+    from .training_engine.test_grpo import GRPO_FAST, ROWS
+
+    dataset = QADataset.default_for(domain)
+    dataset_services.add_pair(dataset=dataset, by=bob, approve=True, **QA[0])
+    for i, row in enumerate(ROWS[:2]):
+        EntityExample.objects.create(domain=domain, dataset=dataset, text=row["text"], spans=row["spans"],
+                                     origin_key=f"e{i}")
+    frozen = versions.freeze_dataset(dataset=dataset, by=bob, validation_fraction=0.0).version
+    run = services.start_training(domain=domain, dataset_version=frozen, by=bob, kind="grpo",
+                                  base_model=str(tiny_models["gemma"]),
+                                  overrides={k: v for k, v in GRPO_FAST.items() if k != "kind"})
+    assert run.config["kind"] == "grpo" and run.config["num_generations"] == 2
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
+    run.refresh_from_db()
+    model = ModelVersion.objects.get(run=run)
+    assert model.kind == "grpo" and model.adapter_path.endswith("adapter") and run.metrics["steps"] == 2
+    assert all("f1_reward" in h for h in run.metrics["history"])
+    assert job.progress_done == job.progress_total == 2
