@@ -53,11 +53,10 @@ CHUNK_INJECTED = f"第三条 会议费按实际发生额报销。\n{INJECTION}\n
 # truncated output is repaired or re-asked by the teacher, which is part of what runs here.
 TEMPERATURE = 0.3
 MAX_TOKENS = 96
-# Sent with every request, so each answer is reproducible whatever the test order. A junk model
-# at temperature 0.3 may still ramble past MAX_TOKENS: with these seeds every task here gives
-# schema-valid, non-empty output on the first try (measured), which keeps the file fast. Another
-# seed only costs re-asks, which the teacher does by itself. The server samples with its own
-# defaults (repeat_penalty 1.1), hence its own seed.
+# Sent with every request, so each answer is reproducible on one machine whatever the test order.
+# A junk model at temperature 0.3 may still ramble past MAX_TOKENS, and which seed does so depends
+# on the local llama.cpp build: the in-process test tries a few seeds (see there). The server
+# samples with its own defaults (repeat_penalty 1.1), hence its own seed.
 SERVER_SEED = 17
 LOCAL_SEED = 2
 QA_TASK = TeacherTask(qa_prompt(CHUNK_ZH, 1, lang="zh"), MAX_TOKENS, TEMPERATURE, task_id="zh:qa")
@@ -294,13 +293,14 @@ def test_injection_stays_inside_the_document_over_real_http(recorder):
 class RecordingLlama:
     """The real ``Llama`` with every create_chat_completion call recorded."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, seed: int = LOCAL_SEED) -> None:
         self.llm = llm
+        self.seed = seed
         self.calls: list[dict[str, Any]] = []
 
     def create_chat_completion(self, **kwargs: Any) -> Any:
         self.calls.append(dict(kwargs))
-        return self.llm.create_chat_completion(**kwargs, seed=LOCAL_SEED)
+        return self.llm.create_chat_completion(**kwargs, seed=self.seed)
 
 
 @pytest.fixture(scope="module")
@@ -318,9 +318,22 @@ def loaded_llama():
 
 @pytest.mark.parametrize("task", [QA_TASK, ENTITIES_TASK, INJECTION_TASK], ids=["qa_pairs", "entities", "injection"])
 def test_llamacpp_teacher_in_process(loaded_llama, task):
-    llm = RecordingLlama(loaded_llama)
-    teacher = LlamaCppTeacher(gguf_path(), llm=llm)
-    result = teacher.generate(task)
+    # The sampled tokens of this junk model depend on how llama.cpp was compiled on the machine
+    # (pip builds it from source), so a seed that gives valid JSON on one machine may loop on
+    # "1111…" on another. A seed whose three tries all fail must end in the teacher's clear
+    # error; some seed among a few must give schema-valid output.
+    from datasets_app.engine.teachers import TeacherError
+
+    for seed in (LOCAL_SEED, 3, 5, 7, 11, 13):
+        llm = RecordingLlama(loaded_llama, seed)
+        teacher = LlamaCppTeacher(gguf_path(), llm=llm)
+        try:
+            result = teacher.generate(task)
+            break
+        except TeacherError as exc:
+            assert "returned malformed output 3 times" in str(exc) and "Try a stronger model" in str(exc)
+    else:
+        pytest.fail("no seed gave schema-valid output from the real llama.cpp")
     assert_structured(result, task)
     assert result.key_id is None and result.model == gguf_path()
     usage = teacher.usage()  # no key pool for a local model; its requests and tokens are still counted
