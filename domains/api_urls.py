@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from datasets_app import api as datasets_api
 from domains import api
+from inference_app import api as inference_api
 from training_app import api as training_api
 
 app_name = "api"
@@ -24,6 +25,8 @@ router.register(rf"{in_domain}/teacher-keys", datasets_api.TeacherKeyViewSet, ba
 router.register(rf"{in_domain}/runs", training_api.TrainingRunViewSet, basename="training-run")
 router.register(rf"{in_domain}/models", training_api.ModelVersionViewSet, basename="model-version")
 router.register(rf"{in_domain}/exports", training_api.ModelExportViewSet, basename="model-export")
+router.register(rf"{in_domain}/embedding-comparisons", inference_api.EmbeddingComparisonViewSet,
+                basename="embedding-comparison")
 
 urlpatterns = [
     path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
@@ -31,5 +34,9 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", api.LocalRedocView.as_view(url_name="api:schema"), name="redoc"),
     re_path(rf"^{in_domain}/chunking/$", api.ChunkingView.as_view(), name="domain-chunking"),
+    re_path(rf"^{in_domain}/retrieval/$", inference_api.RetrievalIndexView.as_view(), name="retrieval-index"),
+    re_path(rf"^{in_domain}/retrieval/build/$", inference_api.RetrievalBuildView.as_view(), name="retrieval-build"),
+    re_path(rf"^{in_domain}/retrieval/search/$", inference_api.RetrievalSearchView.as_view(),
+            name="retrieval-search"),
     *router.urls,
 ]

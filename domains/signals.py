@@ -5,3 +5,7 @@ from django.dispatch import Signal
 # with ``document`` and ``chunk_ids``. Datasets built from those chunks mark themselves stale;
 # reviewed QA pairs are kept (their chunk link is cleared, never the pair).
 chunks_removed = Signal()
+
+# Sent inside the transaction that wrote a document's new chunks (ingest, re-chunk), with
+# ``document`` and ``chunk_ids``. The retrieval index marks itself stale and rebuilds.
+chunks_added = Signal()

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_noop
 from domains import storage
 from domains.jobs import JobCancelled, JobContext, LeaseLost, job_handler
 from domains.models import Chunk, Document, DocumentPage, Domain
-from domains.signals import chunks_removed
+from domains.signals import chunks_added, chunks_removed
 
 
 @job_handler("selfcheck", _("Worker check"))
@@ -71,7 +71,7 @@ def _replace_chunks(document: Document, chunks) -> int:
         if old:
             chunks_removed.send(sender=Document, document=document, chunk_ids=old)
             document.chunks.all().delete()
-        Chunk.objects.bulk_create(
+        created = Chunk.objects.bulk_create(
             Chunk(
                 domain_id=document.domain_id, document=document, ordinal=c.ordinal, text=c.text,
                 heading_path=list(c.heading_path), page_start=c.page_start, page_end=c.page_end,
@@ -80,6 +80,7 @@ def _replace_chunks(document: Document, chunks) -> int:
             for c in chunks
         )
         Document.objects.filter(pk=document.pk).update(chunk_count=len(chunks))
+        chunks_added.send(sender=Document, document=document, chunk_ids=[c.pk for c in created if c.pk])
     return len(chunks)
 
 

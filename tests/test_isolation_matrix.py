@@ -64,7 +64,11 @@ def ids(domain, alice, bob, data_dir):
         output_path=str(folder.relative_to(data_dir)),
         files={"archive": {"name": "finance-v1.zip", "path": str((folder / "export.zip").relative_to(data_dir)),
                            "bytes": 22, "sha256": "0" * 64}})
+    from inference_app.models import EmbeddingComparison
+
+    comparison = EmbeddingComparison.objects.create(domain=domain, candidates=["embedded:all-minilm-l6-v2"])
     return {
+        "embedding-comparisons": comparison.pk, "comparisons": comparison.pk,
         "members": Membership.objects.get(domain=domain, user=bob).pk,
         "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,
         "datasets": dataset.pk, "pairs": pair.pk, "versions": version.pk, "teachers": teacher.pk,
@@ -139,4 +143,10 @@ def test_owner_reaches_every_route(route, ids, alice):
     """The URLs built above are real: the owner is never told they do not exist."""
     client = APIClient()
     client.force_login(alice)
-    assert client.get(_url(route, ids)).status_code in (200, 405)
+    response = client.get(_url(route, ids))
+    if route.endswith("retrieval/search/$"):  # a search needs its query: 400 naming the parameter, not 404
+        assert response.status_code == 400 and "q" in response.json()
+        response = client.get(_url(route, ids) + "?q=x")
+        assert response.status_code == 400 and "index" in response.json()  # reached the service: no index yet
+        return
+    assert response.status_code in (200, 405)

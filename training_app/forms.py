@@ -48,6 +48,19 @@ class TrainingStartForm(forms.Form):
         help_text=_("With a preset, the settings below that are left at their default take the preset's value."),
     )
     name = forms.CharField(label=_("Name"), max_length=200, required=False)
+    objective = forms.ChoiceField(
+        label=_("Embedding objective"), required=False, initial="mnrl",
+        choices=[("mnrl", _("In-batch negatives (MNRL)")), ("triplet", _("Triplets with hard negatives")),
+                 ("cosent", _("CoSENT on scored pairs")), ("cosine", _("Cosine loss on scored pairs")),
+                 ("tsdae", _("TSDAE on the documents (no pairs)")), ("augsbert", _("Augmented SBERT"))],
+        help_text=_("Embedding runs only. The base model for them is embedded:all-minilm-l6-v2 unless you name "
+                    "another; settings left at their LLM default take the embedding defaults."),
+    )
+    strategy = forms.ChoiceField(
+        label=_("Embedding strategy"), required=False, initial="full",
+        choices=[("full", _("Full fine-tuning")), ("bitfit", _("BitFit (bias terms only)")),
+                 ("prefix", _("Prefix tokens only"))],
+    )
     epochs = forms.IntegerField(label=_("Epochs"), min_value=1, max_value=1000, initial=DEFAULTS.epochs)
     learning_rate = forms.FloatField(label=_("Learning rate"), min_value=0, max_value=1,
                                      initial=DEFAULTS.learning_rate,
@@ -89,6 +102,10 @@ class TrainingStartForm(forms.Form):
             value = float(value) if isinstance(default, float) else int(value)
             if value != default:
                 values[name] = value
+        if self.cleaned_data.get("kind") == TrainingRun.Kind.EMBEDDING:
+            for name in ("objective", "strategy"):
+                if self.cleaned_data.get(name):
+                    values[name] = self.cleaned_data[name]
         return values
 
     def show_service_error(self, exc: ValidationError) -> None:

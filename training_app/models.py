@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from datasets_app.models import DatasetVersion
 from domains.models import Domain, DomainOwnedQuerySet, Job
+from training_app.signals import active_model_changed
 
 
 class TrainingRun(models.Model):
@@ -21,6 +22,7 @@ class TrainingRun(models.Model):
         CPT_SFT = "cpt_sft", _("Continual pre-training, then fine-tuning")
         GRPO = "grpo", _("Entity extraction (GRPO)")
         JUDGE_SFT = "judge_sft", _("Judge fine-tuning")
+        EMBEDDING = "embedding", _("Embedding model (retrieval)")
 
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="training_runs")
     kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices, default=Kind.SFT)
@@ -46,7 +48,7 @@ class TrainingRun(models.Model):
         verbose_name = _("training run")
         verbose_name_plural = _("training runs")
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=["sft", "cpt", "cpt_sft", "grpo", "judge_sft"]),
+            models.CheckConstraint(condition=Q(kind__in=["sft", "cpt", "cpt_sft", "grpo", "judge_sft", "embedding"]),
                                    name="trainingrun_kind_valid"),
         ]
 
@@ -107,10 +109,16 @@ class ModelVersion(models.Model):
             ModelVersion.objects.filter(domain=self.domain, kind=self.kind, is_active=True).exclude(pk=self.pk) \
                 .update(is_active=False)
             ModelVersion.objects.filter(pk=self.pk).update(is_active=True)
+            transaction.on_commit(lambda: active_model_changed.send(
+                sender=ModelVersion, domain_id=self.domain_id, kind=self.kind, version=self))
         self.is_active = True
 
     def demote(self) -> None:
-        ModelVersion.objects.filter(pk=self.pk).update(is_active=False)
+        with transaction.atomic():
+            changed = ModelVersion.objects.filter(pk=self.pk, is_active=True).update(is_active=False)
+            if changed:
+                transaction.on_commit(lambda: active_model_changed.send(
+                    sender=ModelVersion, domain_id=self.domain_id, kind=self.kind, version=self))
         self.is_active = False
 
 

@@ -12,7 +12,7 @@ from training_app.models import ModelExport, ModelVersion, TrainingRun
 from training_app.services import EMBEDDED_BASE
 
 
-KIND_HELP = _("sft, cpt, cpt_sft, grpo or judge_sft.")
+KIND_HELP = _("sft, cpt, cpt_sft, grpo, judge_sft or embedding.")
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -51,7 +51,8 @@ class TrainingStartSerializer(serializers.Serializer):
     # A plain string, not an enum: the schema's enum names for "kind" would collide with other apps' kinds.
     kind = serializers.CharField(
         default="sft", max_length=12,
-        help_text=_("sft (question → answer), cpt (the domain's documents) or judge_sft."),
+        help_text=_("sft (question → answer), cpt (the domain's documents), cpt_sft, grpo, judge_sft or embedding "
+                    "(a retrieval embedding model; its base defaults to embedded:all-minilm-l6-v2)."),
     )
     base_model = serializers.CharField(
         max_length=500, default=EMBEDDED_BASE,
@@ -60,7 +61,9 @@ class TrainingStartSerializer(serializers.Serializer):
     preset = serializers.ChoiceField(choices=["", *PRESETS], default="", allow_blank=True)
     overrides = serializers.DictField(
         required=False, default=dict,
-        help_text=_("TrainConfig fields to change, e.g. {\"epochs\": 5, \"lora_r\": 16, \"learning_rate\": 0.0001}."),
+        help_text=_("TrainConfig fields to change, e.g. {\"epochs\": 5, \"lora_r\": 16, \"learning_rate\": 0.0001}; "
+                    "for embedding runs EmbeddingConfig fields, e.g. {\"objective\": \"mnrl\", \"strategy\": "
+                    "\"bitfit\"}."),
     )
     parent = serializers.IntegerField(required=False, allow_null=True,
                                       help_text=_("Id of a model version of this domain to train on top of."))

@@ -49,6 +49,10 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
         raise ValidationError({"kind": f"Unknown training kind {kind!r}; choose one of {', '.join(TrainingRun.Kind.values)}."})
     if dataset_version is not None and dataset_version.domain_id != domain.pk:
         raise ValidationError({"dataset_version": "That dataset version belongs to another domain."})
+    if kind == TrainingRun.Kind.EMBEDDING:
+        return _start_embedding(domain=domain, dataset_version=dataset_version, by=by,
+                                base_model=base_model if base_model != EMBEDDED_BASE else EMBEDDED_ENCODER,
+                                overrides=overrides or {}, parent=parent, name=name)
     if dataset_version is None and kind != TrainingRun.Kind.CPT:
         raise ValidationError({"dataset_version": "Choose a frozen dataset version to train on."})
     needs = {TrainingRun.Kind.GRPO: "entities", TrainingRun.Kind.JUDGE_SFT: "judge"}.get(kind, "qa")
@@ -71,6 +75,81 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
             domain=domain, kind=kind, name=name[:200], base_model=base_model, dataset_version=dataset_version,
             dataset_hash=dataset_version.content_hash if dataset_version else "", parent=parent,
             config=config.to_dict(), created_by=by if getattr(by, "is_authenticated", False) else None,
+        )
+        job = enqueue_job(domain=domain, kind="train", params={"run_id": run.pk}, created_by=by)
+        TrainingRun.objects.filter(pk=run.pk).update(job=job)
+        run.job = job
+    return run
+
+
+# Embedding models ---------------------------------------------------------------------------
+
+EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
+# Settings of the training form that carry over to an embedding run (the form's LoRA fields do not);
+# a value left at the LLM default means "the embedding default".
+EMBEDDING_FROM_FORM = {"epochs": "epochs", "learning_rate": "learning_rate", "batch_size": "batch_size",
+                       "max_length": "max_seq_length"}
+
+
+def embedding_overrides(overrides: dict) -> dict:
+    """Map the training form's settings onto EmbeddingConfig fields; EmbeddingConfig fields pass as they are."""
+    from training_app.engine.config import TrainConfig
+    from training_app.engine.embedding import EmbeddingConfig
+
+    llm_defaults = TrainConfig()
+    known = {f for f in EmbeddingConfig.__dataclass_fields__}
+    out = {}
+    for key, value in overrides.items():
+        if key in EMBEDDING_FROM_FORM and EMBEDDING_FROM_FORM[key] not in overrides:
+            if value == getattr(llm_defaults, key):
+                continue
+            out[EMBEDDING_FROM_FORM[key]] = value
+        elif key in known:
+            out[key] = value
+        elif key in TrainConfig.__dataclass_fields__:
+            continue  # an LLM-only setting (lora_r, grad_accum, ...) means nothing here
+        else:
+            out[key] = value  # unknown: EmbeddingConfig names it in its error
+    return out
+
+
+def _start_embedding(*, domain: Domain, dataset_version: DatasetVersion | None, by, base_model: str,
+                     overrides: dict, parent: ModelVersion | None, name: str) -> TrainingRun:
+    """An embedding run: pairs from the version's retrieval examples and QA pairs (TSDAE: the chunks)."""
+    from training_app.engine.embedding import EmbeddingConfig
+
+    try:
+        config = EmbeddingConfig(**embedding_overrides(overrides))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({"config": str(exc)}) from None
+    if config.objective != "tsdae":
+        if dataset_version is None:
+            raise ValidationError({"dataset_version": "Choose a frozen dataset version to train on (only the "
+                                                      "unsupervised tsdae objective reads the documents alone)."})
+        counts = dataset_version.counts or {}
+        if not (counts.get("retrieval") or {}).get("train") and not (counts.get("qa") or {}).get("train"):
+            raise ValidationError({"dataset_version": "That dataset version has no retrieval examples or QA pairs "
+                                                      "in its train split; an embedding model needs them."})
+    from domains.models import Chunk
+
+    if config.objective in ("tsdae", "augsbert") and not Chunk.objects.for_domain(domain).exists():
+        raise ValidationError({"config": f"objective: {config.objective} reads the domain's chunks, and there are "
+                                         f"none yet."})
+    base_model = (base_model or "").strip() or EMBEDDED_ENCODER
+    if base_model.startswith("embedded:") and base_model != EMBEDDED_ENCODER:
+        raise ValidationError({"base_model": f"Unknown embedded embedding model {base_model!r}; the built-in one is "
+                                             f"{EMBEDDED_ENCODER}."})
+    if not base_model.startswith("embedded:"):
+        base_model = check_base_spec(base_model)
+    if parent is not None and parent.domain_id != domain.pk:
+        raise ValidationError({"parent": "That model version belongs to another domain."})
+    if parent is not None and parent.kind != TrainingRun.Kind.EMBEDDING:
+        raise ValidationError({"parent": "An embedding run continues from an embedding model version only."})
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            domain=domain, kind=TrainingRun.Kind.EMBEDDING, name=name[:200], base_model=base_model,
+            dataset_version=dataset_version, dataset_hash=dataset_version.content_hash if dataset_version else "",
+            parent=parent, config=config.to_dict(), created_by=by if getattr(by, "is_authenticated", False) else None,
         )
         job = enqueue_job(domain=domain, kind="train", params={"run_id": run.pk}, created_by=by)
         TrainingRun.objects.filter(pk=run.pk).update(job=job)

@@ -67,10 +67,14 @@ def train_run(ctx: JobContext) -> dict:
     from training_app.engine.base_models import BaseModelError, resolve_base_model
     from training_app.engine.config import TrainConfig
 
-    run = TrainingRun.objects.select_related("domain", "dataset_version").filter(
+    run = TrainingRun.objects.select_related("domain", "dataset_version", "parent").filter(
         pk=ctx.params.get("run_id"), domain=ctx.domain).first()
     if run is None:
         ctx.fail("The training run was deleted before it started.")
+    if run.kind == TrainingRun.Kind.EMBEDDING:
+        from training_app.embedding_tasks import train_embedding_run
+
+        return train_embedding_run(ctx, run)
     ctx.progress(0, 0, message=gettext_noop("Preparing the base model"))
     try:
         base = resolve_base_model(run.base_model, base_cache_dir())

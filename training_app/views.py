@@ -166,6 +166,63 @@ def loss_plot(history, val_history=None, *, width: int = 640, height: int = 260)
     }
 
 
+def score_histogram(distribution, *, bins: int = 20, width: int = 560, height: int = 180) -> dict | None:
+    """Geometry of an SVG histogram: cosine scores of (query, positive) against (query, top negatives).
+
+    A threshold that separates the two matters in production (below it: "not covered"), so the
+    best separating threshold is drawn as a dashed line. None when there is nothing to draw.
+    """
+    if not isinstance(distribution, dict):
+        return None
+    pos = [float(v) for v in distribution.get("positive") or () if _number(v) is not None]
+    neg = [float(v) for v in distribution.get("negative") or () if _number(v) is not None]
+    if not pos and not neg:
+        return None
+    values = pos + neg
+    lo, hi = min(min(values), 0.0), max(max(values), 1.0) if max(values) > 0.5 else max(values) + 0.05
+    span = (hi - lo) or 1.0
+    step = span / bins
+
+    def counts(xs):
+        out = [0] * bins
+        for x in xs:
+            out[min(bins - 1, int((x - lo) / step))] += 1
+        return [c / max(len(xs), 1) for c in out]  # shares, so lists of different sizes compare
+
+    cp, cn = counts(pos), counts(neg)
+    top = max(cp + cn) or 1.0
+    left, right, y_top, bottom = 40, 12, 10, 34
+    x0, x1, y0, y1 = left, width - right, y_top, height - bottom
+    bar = (x1 - x0) / bins
+
+    def rects(shares, offset):
+        return [{"x": round(x0 + i * bar + offset, 2), "w": round(bar / 2 - 1, 2),
+                 "y": round(y1 - share / top * (y1 - y0), 2), "h": round(share / top * (y1 - y0), 2)}
+                for i, share in enumerate(shares) if share > 0]
+
+    threshold = _number(distribution.get("threshold"))
+    ticks = [t for t in _ticks(lo, hi, 5) if lo <= t <= hi]
+    return {
+        "width": width, "height": height, "x0": x0, "x1": x1, "y0": y0, "y1": y1,
+        "positive": rects(cp, 0.5), "negative": rects(cn, bar / 2),
+        "threshold_x": round(x0 + (threshold - lo) / span * (x1 - x0), 2) if threshold is not None else None,
+        "threshold": threshold, "n_positive": len(pos), "n_negative": len(neg),
+        "separation": _number(distribution.get("separation")),
+        "x_ticks": [{"x": round(x0 + (t - lo) / span * (x1 - x0), 2), "label": _tick_label(t)} for t in ticks],
+        "label_y": height - 4,
+    }
+
+
+def retrieval_report(metrics: dict) -> dict | None:
+    """The model page's view of an embedding version's evaluation: its table and one histogram per model."""
+    evaluation = (metrics or {}).get("retrieval")
+    if not isinstance(evaluation, dict) or not evaluation.get("table"):
+        return None
+    plots = [{"name": name, "plot": score_histogram(dist)}
+             for name, dist in (evaluation.get("distributions") or {}).items()]
+    return {**evaluation, "plots": [p for p in plots if p["plot"]]}
+
+
 def _live(run: TrainingRun) -> dict:
     """What the run's job reports while it runs (job.result), else the run's final metrics."""
     job = run.job
@@ -336,7 +393,7 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
     if model.dataset_hash:
         dataset_version = DatasetVersion.objects.for_domain(access.domain).select_related("dataset") \
             .filter(content_hash=model.dataset_hash).order_by("-created_at").first()
-    metrics = {k: v for k, v in (model.metrics or {}).items() if k not in ("history", "val_history")}
+    metrics = {k: v for k, v in (model.metrics or {}).items() if k not in ("history", "val_history", "retrieval")}
     run = model.run
     context = {
         "access": access,
@@ -355,8 +412,11 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
             (_("Merged weights"), model.merged_path),
             (_("Run folder"), run.output_path if run else ""),
         ) if value],
-        "exports": _exports(access, model)[:50],
-        "export_form": export_form or (ModelExportForm() if access.can_write else None),
+        "retrieval": retrieval_report(model.metrics),
+        "exports": _exports(access, model)[:50] if model.kind != TrainingRun.Kind.EMBEDDING else [],
+        "exportable": model.kind != TrainingRun.Kind.EMBEDDING,
+        "export_form": export_form or (ModelExportForm() if access.can_write
+                                       and model.kind != TrainingRun.Kind.EMBEDDING else None),
         "section": "training",
     }
     return _respond(request, "training/model_detail.html", context, status)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("datasets_app.urls")),
     path("", include("datasets_app.urls_review")),
     path("", include("training_app.urls")),
+    path("", include("inference_app.urls")),
 ]
 
 
