@@ -10,15 +10,15 @@ No Django.
 """
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from datasets_app.engine.formats import QARecord, RetrievalRecord
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"\w+", re.UNICODE)
+# One tokenizer for mining and for the served retrieval index (jieba for Chinese, \w+ runs
+# otherwise, whole fault/clause codes such as "E100.1" kept as extra tokens): it lives with
+# the index and is re-exported here.
+from inference_app.engine.textproc import tokenize
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,6 @@ class MiningResult:
     records: tuple[RetrievalRecord, ...]
     skipped: tuple[tuple[int, str], ...] = ()  # (index in the input, reason)
     window: tuple[int, int] = (0, 0)  # the rank window actually used (after shrinking)
-
-
-def tokenize(text: str, language: str = "auto") -> list[str]:
-    """Lower-cased word tokens: jieba for Chinese, ``\\w+`` runs for everything else."""
-    if language == "zh" or (language == "auto" and _CJK.search(text)):
-        import jieba  # imported here: its dictionary load costs ~0.7 s
-
-        jieba.setLogLevel(logging.WARNING)
-        return [t.lower() for t in jieba.lcut(text) if _WORD.search(t)]
-    return [t.lower() for t in _WORD.findall(text)]
 
 
 def effective_window(corpus_size: int, config: MiningConfig) -> tuple[int, int]:
