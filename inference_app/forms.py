@@ -21,6 +21,9 @@ class IndexSettingsForm(forms.Form):
                                           "An active embedding model version of the domain takes its place."))
     dense_enabled = forms.BooleanField(label=_("Dense retrieval"), required=False, initial=True,
                                        help_text=_("Off: BM25 only, no embedding model is loaded."))
+    reranker = forms.CharField(label=_("Reranker"), max_length=500, required=False,
+                               help_text=_("Optional: a local cross-encoder folder that re-scores the top 20 hybrid "
+                                           "hits (an Augmented SBERT run leaves one in its run folder)."))
 
 
 class ComparisonForm(forms.Form):

@@ -30,6 +30,8 @@ class RetrievalIndex(models.Model):
                                help_text=_("embedded:all-minilm-l6-v2 (built in), a local folder or a Hugging Face id"))
     dense_enabled = models.BooleanField(_("dense retrieval"), default=True,
                                         help_text=_("Off: BM25 only (no embedding model is loaded)."))
+    reranker = models.CharField(_("reranker"), max_length=500, blank=True,
+                                help_text=_("A local cross-encoder folder that re-scores the top hybrid hits (optional)."))
     # What the files on disk were built with.
     built_encoder = models.CharField(max_length=500, blank=True)
     model_version = models.ForeignKey("training_app.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,

@@ -20,15 +20,18 @@ class RetrievalIndexSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RetrievalIndex
-        fields = ["encoder", "dense_enabled", "built_encoder", "model_version", "is_built", "passages", "dim",
+        fields = ["encoder", "dense_enabled", "reranker", "built_encoder", "model_version", "is_built", "passages", "dim",
                   "fusion", "fusion_table", "fusion_queries", "stale", "built_at", "job"]
-        read_only_fields = [f for f in fields if f not in ("encoder", "dense_enabled")]
+        read_only_fields = [f for f in fields if f not in ("encoder", "dense_enabled", "reranker")]
 
 
 class RetrievalSettingsSerializer(serializers.Serializer):
     encoder = serializers.CharField(required=False, max_length=500,
                                     help_text=_("embedded:all-minilm-l6-v2, a local folder or a Hugging Face id."))
     dense_enabled = serializers.BooleanField(required=False, help_text=_("false: BM25 only."))
+    reranker = serializers.CharField(required=False, allow_blank=True, max_length=500,
+                                     help_text=_("A local cross-encoder folder re-scoring the top hybrid hits; "
+                                                 "empty to turn it off."))
 
 
 class HitSerializer(serializers.Serializer):
@@ -56,6 +59,7 @@ class SearchSerializer(serializers.Serializer):
     weights = serializers.DictField(help_text=_("the fusion weights hybrid used: bm25, dense, rrf_k"))
     encoder = serializers.CharField()
     stale = serializers.BooleanField()
+    reranker = serializers.CharField(help_text=_("the cross-encoder that re-scored the hybrid hits, if any"))
 
 
 class SearchQuerySerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ METHODS = ("bm25", "dense", "hybrid")
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
 MAX_CANDIDATES = 6
+RERANK_CANDIDATES = 20  # hybrid hits the cross-encoder re-scores before the top k are kept
 # Questions used to choose fusion weights and to compare models (the domain's own, capped).
 MAX_EVAL_QUERIES = 500
 
@@ -120,10 +121,25 @@ def start_index_build(*, domain: Domain, by=None, reason: str = "") -> Job:
     return job
 
 
+def check_reranker(path: str) -> str:
+    path = (path or "").strip()
+    if not path:
+        return ""
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ValidationError({"reranker": f"{path} is not a cross-encoder folder on this machine (a folder with "
+                                           f"config.json)."})
+    return str(folder)
+
+
 def update_index_settings(*, domain: Domain, by, encoder: str | None = None,
-                          dense_enabled: bool | None = None) -> Job | None:
-    """Change the embedding model or switch dense retrieval; either rebuilds the index."""
+                          dense_enabled: bool | None = None, reranker: str | None = None) -> Job | None:
+    """Change the embedding model or switch dense retrieval (either rebuilds the index), or the reranker."""
     index = index_for(domain)
+    if reranker is not None:
+        reranker = check_reranker(reranker)
+        if reranker != index.reranker:
+            RetrievalIndex.objects.filter(pk=index.pk).update(reranker=reranker)  # used at search time only
     changes = {}
     if encoder is not None:
         encoder = check_encoder_spec(encoder)
@@ -155,7 +171,7 @@ def refresh_if_built(domain_id: int, reason: str, *, build_anyway: bool = False)
 # Searching ----------------------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
-_loaded: dict[str, tuple[float, object]] = {}
+_loaded: dict[str, tuple[object, object]] = {}
 
 
 def loaded_index(index: RetrievalIndex):
@@ -166,7 +182,8 @@ def loaded_index(index: RetrievalIndex):
     if path is None:
         return None
     manifest = path / "manifest.json"
-    stamp = manifest.stat().st_mtime if manifest.exists() else -1.0
+    # A rebuild renames a new folder into place: a new file, so a new inode and mtime.
+    stamp = (manifest.stat().st_ino, manifest.stat().st_mtime_ns) if manifest.exists() else None
     key = str(path)
     with _cache_lock:
         hit = _loaded.get(key)
@@ -216,13 +233,28 @@ def search(*, domain: Domain, query: str, k: int = 5, methods=METHODS) -> dict:
     except (RetrievalIndexError, EncoderError) as exc:
         raise ValidationError({"index": str(exc)}) from None
     weights = fusion_weights(index)
+    reranker = None
+    if index.reranker and "hybrid" in methods:
+        from inference_app.engine.index import load_reranker
+
+        try:
+            reranker = load_reranker(index.reranker)
+        except EncoderError as exc:
+            raise ValidationError({"reranker": str(exc)}) from None
     chunk_ids = set()
     results: dict[str, list] = {}
     for method in methods:
         if method == "dense" and encoder is None:
             results[method] = []
             continue
-        hits = engine_index.search(query, k, method=method, encoder=encoder, weights=weights)
+        if method == "hybrid" and reranker is not None:
+            from inference_app.engine.index import rerank
+
+            candidates = engine_index.search(query, max(k, RERANK_CANDIDATES), method=method, encoder=encoder,
+                                             weights=weights)
+            hits = rerank(query, candidates, engine_index, reranker, top_n=max(k, RERANK_CANDIDATES))[:k]
+        else:
+            hits = engine_index.search(query, k, method=method, encoder=encoder, weights=weights)
         results[method] = hits
         chunk_ids.update(int(h.id) for h in hits)
     chunks = {c.pk: c for c in Chunk.objects.for_domain(domain).filter(pk__in=chunk_ids).select_related("document")}
@@ -243,7 +275,8 @@ def search(*, domain: Domain, query: str, k: int = 5, methods=METHODS) -> dict:
             })
         out[method] = rows
     return {"query": query, "k": k, "results": out, "weights": weights.to_dict(),
-            "encoder": index.built_encoder if encoder is not None else "", "stale": index.stale}
+            "encoder": index.built_encoder if encoder is not None else "", "stale": index.stale,
+            "reranker": index.reranker if reranker is not None else ""}
 
 
 # Comparing embedding models -----------------------------------------------------------------

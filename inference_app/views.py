@@ -58,7 +58,8 @@ def _page(request: HttpRequest, access: gate.Access, *, hit_form=None, settings_
         "access": access, "domain": access.domain, "index": index, "section": "retrieval",
         "hit_form": hit_form, "hits": hits,
         "settings_form": settings_form or (IndexSettingsForm(initial={"encoder": index.encoder,
-                                                                      "dense_enabled": index.dense_enabled})
+                                                                      "dense_enabled": index.dense_enabled,
+                                                                      "reranker": index.reranker})
                                            if access.can_write else None),
         "compare_form": compare_form or (ComparisonForm(initial={
             "candidates": "\n".join(services.default_candidates(access.domain))}) if access.can_write else None),
@@ -73,7 +74,7 @@ def _page(request: HttpRequest, access: gate.Access, *, hit_form=None, settings_
 
 def _hit_columns(result: dict) -> dict:
     return {"query": result["query"], "weights": result["weights"], "encoder": result["encoder"],
-            "stale": result["stale"],
+            "stale": result["stale"], "reranker": result["reranker"],
             "columns": [{"method": m, "label": METHOD_LABELS[m], "rows": rows}
                         for m, rows in result["results"].items()]}
 
@@ -114,12 +115,13 @@ def retrieval_settings(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         job = services.update_index_settings(domain=access.domain, by=request.user,
                                              encoder=form.cleaned_data["encoder"],
-                                             dense_enabled=form.cleaned_data["dense_enabled"])
+                                             dense_enabled=form.cleaned_data["dense_enabled"],
+                                             reranker=form.cleaned_data["reranker"])
     except ValidationError as exc:
         apply_errors(form, exc)
         return _page(request, access, settings_form=form, status=400)
     if job is None:
-        messages.info(request, _("Nothing changed."))
+        messages.info(request, _("Saved; the index did not need a rebuild."))
     else:
         messages.success(request, _("Settings saved; the index is being rebuilt."))
     return redirect(reverse("retrieval", args=[access.domain.slug]))

@@ -99,8 +99,12 @@ def train_embedding_run(ctx: JobContext, run: TrainingRun) -> dict:
     history: list[dict] = []
 
     def on_progress(p) -> None:
-        history.append({"step": p.step, "epoch": round(p.epoch, 3), "loss": p.loss})
-        ctx.progress(p.step, p.total_steps, message=gettext_noop("Training"))
+        if p.phase != "cross_encoder":
+            history.append({"step": p.step, "epoch": round(p.epoch, 3), "loss": p.loss})
+        # Augmented SBERT trains its cross-encoder first, with its own step count.
+        message = gettext_noop("Training the cross-encoder") if p.phase == "cross_encoder" \
+            else gettext_noop("Training")
+        ctx.progress(p.step, p.total_steps, message=message)
         ctx.report(step=p.step, total_steps=p.total_steps, epoch=round(p.epoch, 3), loss=p.loss,
                    learning_rate=p.learning_rate, history=history[-200:])
 

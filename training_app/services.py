@@ -85,29 +85,26 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
 # Embedding models ---------------------------------------------------------------------------
 
 EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"
-# Settings of the training form that carry over to an embedding run (the form's LoRA fields do not);
-# a value left at the LLM default means "the embedding default".
-EMBEDDING_FROM_FORM = {"epochs": "epochs", "learning_rate": "learning_rate", "batch_size": "batch_size",
-                       "max_length": "max_seq_length"}
+# Settings of the training form (and the API's LLM-style names) that carry over to an embedding run;
+# the LoRA ones mean nothing there. The form only sends settings changed from their defaults.
+EMBEDDING_FROM_FORM = {"max_length": "max_seq_length"}
 
 
 def embedding_overrides(overrides: dict) -> dict:
-    """Map the training form's settings onto EmbeddingConfig fields; EmbeddingConfig fields pass as they are."""
+    """Map training-form settings onto EmbeddingConfig fields; EmbeddingConfig fields pass as they are."""
     from training_app.engine.config import TrainConfig
-    from training_app.engine.embedding import EmbeddingConfig
+    from training_app.engine.embedding_config import EmbeddingConfig
 
-    llm_defaults = TrainConfig()
-    known = {f for f in EmbeddingConfig.__dataclass_fields__}
+    known = set(EmbeddingConfig.__dataclass_fields__)
     out = {}
     for key, value in overrides.items():
-        if key in EMBEDDING_FROM_FORM and EMBEDDING_FROM_FORM[key] not in overrides:
-            if value == getattr(llm_defaults, key):
-                continue
-            out[EMBEDDING_FROM_FORM[key]] = value
-        elif key in known:
-            out[key] = value
+        target = EMBEDDING_FROM_FORM.get(key, key)
+        if target in known:
+            if target != key and target in overrides:
+                continue  # the embedding name, given too, wins
+            out[target] = value
         elif key in TrainConfig.__dataclass_fields__:
-            continue  # an LLM-only setting (lora_r, grad_accum, ...) means nothing here
+            continue  # an LLM-only setting (lora_r, grad_accum, ...)
         else:
             out[key] = value  # unknown: EmbeddingConfig names it in its error
     return out
@@ -116,10 +113,10 @@ def embedding_overrides(overrides: dict) -> dict:
 def _start_embedding(*, domain: Domain, dataset_version: DatasetVersion | None, by, base_model: str,
                      overrides: dict, parent: ModelVersion | None, name: str) -> TrainingRun:
     """An embedding run: pairs from the version's retrieval examples and QA pairs (TSDAE: the chunks)."""
-    from training_app.engine.embedding import EmbeddingConfig
+    from training_app.engine.embedding_config import config_for as embedding_config_for
 
     try:
-        config = EmbeddingConfig(**embedding_overrides(overrides))
+        config = embedding_config_for(**embedding_overrides(overrides))
     except (TypeError, ValueError) as exc:
         raise ValidationError({"config": str(exc)}) from None
     if config.objective != "tsdae":
