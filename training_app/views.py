@@ -179,8 +179,10 @@ def score_histogram(distribution, *, bins: int = 20, width: int = 560, height: i
     if not pos and not neg:
         return None
     values = pos + neg
-    lo, hi = min(min(values), 0.0), max(max(values), 1.0) if max(values) > 0.5 else max(values) + 0.05
-    span = (hi - lo) or 1.0
+    # Zoom on where the scores are (cosines of one model often all sit between 0.7 and 1).
+    pad = max((max(values) - min(values)) * 0.05, 0.01)
+    lo, hi = min(values) - pad, max(values) + pad
+    span = hi - lo
     step = span / bins
 
     def counts(xs):
