@@ -110,3 +110,23 @@ def test_the_form_settings_map_onto_the_embedding_config(domain, bob, version, s
     assert response.status_code == 302
     latest = TrainingRun.objects.order_by("-pk").first()
     assert latest.kind == "embedding" and latest.config["learning_rate"] == 2e-5 and latest.config["objective"] == "mnrl"
+
+
+def test_a_tsdae_run_through_the_api_needs_only_the_documents(domain, bob, data_dir, tiny_bert, api_as, sent):  # noqa: F811
+    client = api_as(bob)
+    url = f"/api/domains/{domain.slug}/runs/"
+    refused = client.post(url, {"kind": "embedding", "base_model": str(tiny_bert),
+                                "overrides": {"objective": "tsdae"}}, format="json")
+    assert refused.status_code == 400 and "none yet" in str(refused.json())  # no chunks to read yet
+    make_chunks(domain, texts=ARTICLES)
+    created = client.post(url, {"kind": "embedding", "base_model": str(tiny_bert),
+                                "overrides": {"objective": "tsdae", "epochs": 1, "batch_size": 2}}, format="json")
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert body["kind"] == "embedding" and body["dataset_version"] is None and body["job"]["status"] == "queued"
+    run_job(body["job"]["id"])
+    run = client.get(f"{url}{body['id']}/").json()
+    assert run["job"]["status"] == "succeeded", run["job"]["error"]
+    model = ModelVersion.objects.get(run_id=body["id"])
+    assert model.kind == "embedding" and "retrieval" not in model.metrics  # nothing held out to measure on
+    assert (data_dir / model.adapter_path / "modules.json").is_file()
