@@ -13,8 +13,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def chunks(domain, data_dir):
-    """Rows are made before the browser starts (its event loop forbids sync ORM calls in this thread)."""
+def chunks(domain, data_dir, monkeypatch):
+    """Rows are made before the browser starts (its event loop forbids sync ORM calls in this thread).
+
+    After other browser modules ran, the page fixture's final ``connections.close_all()`` finds this
+    thread's connection open inside Playwright's loop; the flag lets that synchronous close happen.
+    """
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     RetrievalIndex.objects.create(domain=domain, dense_enabled=False)
     make_chunks(domain)
     make_chunks(domain, texts=MANUAL, filename="manual.md")
