@@ -25,6 +25,7 @@ router.register(rf"{in_domain}/teacher-keys", datasets_api.TeacherKeyViewSet, ba
 router.register(rf"{in_domain}/runs", training_api.TrainingRunViewSet, basename="training-run")
 router.register(rf"{in_domain}/models", training_api.ModelVersionViewSet, basename="model-version")
 router.register(rf"{in_domain}/exports", training_api.ModelExportViewSet, basename="model-export")
+router.register(rf"{in_domain}/evaluations", training_api.EvaluationRunViewSet, basename="evaluation")
 router.register(rf"{in_domain}/embedding-comparisons", inference_api.EmbeddingComparisonViewSet,
                 basename="embedding-comparison")
 

@@ -95,10 +95,16 @@ def test_owner_promotes_exactly_one_and_demotes(api_as, alice, bob, vera, domain
     theirs = ModelVersion.objects.create(domain=other_domain, number=1, base_model=BASE)
     client = api_as(alice)
     assert [m["number"] for m in client.get(MODELS).json()["results"]] == [2, 1]
+    refused = client.post(f"{MODELS}{one.pk}/promote/")  # not evaluated: the gate says so
+    assert refused.status_code == 400 and "evaluate it first" in str(refused.json()["gate"])
+    assert client.post(f"{MODELS}{one.pk}/promote/", {"force": True}, format="json").status_code == 400  # no reason
+    assert not ModelVersion.objects.filter(is_active=True).exists()
     for model in (one, two):
-        response = client.post(f"{MODELS}{model.pk}/promote/")
+        response = client.post(f"{MODELS}{model.pk}/promote/", {"force": True, "reason": "pilot"}, format="json")
         assert response.status_code == 200 and response.json()["is_active"] is True
         assert list(ModelVersion.objects.filter(domain=domain, is_active=True)) == [model]
+    promotion = model.promotions.get()
+    assert promotion.forced and promotion.reason == "pilot" and promotion.by == alice and promotion.previous == one
     response = client.post(f"{MODELS}{two.pk}/demote/")
     assert response.status_code == 200 and response.json()["is_active"] is False
     assert not ModelVersion.objects.filter(is_active=True).exists()

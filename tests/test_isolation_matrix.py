@@ -67,7 +67,12 @@ def ids(domain, alice, bob, data_dir):
     from inference_app.models import EmbeddingComparison
 
     comparison = EmbeddingComparison.objects.create(domain=domain, candidates=["embedded:all-minilm-l6-v2"])
+    from training_app.models import EvaluationRun
+
+    evaluation = EvaluationRun.objects.create(domain=domain, model_version=model, dataset_version=version,
+                                              configurations=["base", "model"])
     return {
+        "evaluations": evaluation.pk,
         "embedding-comparisons": comparison.pk, "comparisons": comparison.pk,
         "members": Membership.objects.get(domain=domain, user=bob).pk,
         "api-keys": key.pk, "keys": key.pk, "jobs": job.pk, "documents": document.pk,

@@ -259,8 +259,11 @@ def test_promote_makes_exactly_one_active_and_demote_takes_it_out(client_as, ali
     one = ModelVersion.objects.create(domain=domain, number=1, base_model=BASE)
     two = ModelVersion.objects.create(domain=domain, number=2, base_model=BASE)
     client = client_as(alice)
+    refused = client.post(reverse("model-promote", args=["finance", one.pk]), follow=True)
+    assert "evaluate it first" in refused.content.decode() and 'id="force-form"' in refused.content.decode()
+    assert not ModelVersion.objects.filter(domain=domain, is_active=True).exists()
     for model in (one, two):
-        response = client.post(reverse("model-promote", args=["finance", model.pk]))
+        response = client.post(reverse("model-promote", args=["finance", model.pk]), {"force": "1", "reason": "pilot"})
         assert response.status_code == 302
         assert list(ModelVersion.objects.filter(domain=domain, is_active=True)) == [model]
     html = client.get(reverse("model-list", args=["finance"])).content.decode()

@@ -21,10 +21,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
                        "metrics", "is_active", "created_at"]
     actions = ["promote", "demote"]
 
-    @admin.action(description=_("Make the selected version the active one of its kind"))
+    @admin.action(description=_("Make the selected version the active one of its kind (through the gate)"))
     def promote(self, request, queryset):
+        from django.contrib import messages
+        from django.core.exceptions import ValidationError
+
+        from training_app.promotion import promote_version
+
         for version in queryset.order_by("number"):
-            version.promote()
+            try:
+                promote_version(version=version, by=request.user, reason="promoted in the admin")
+            except ValidationError as exc:
+                self.message_user(request, f"v{version.number}: " + " ".join(exc.messages), messages.ERROR)
 
     @admin.action(description=_("Deactivate the selected versions"))
     def demote(self, request, queryset):
@@ -39,3 +47,46 @@ class ModelExportAdmin(admin.ModelAdmin):
     list_filter = ["gguf_outtype", "quantize", "domain"]
     search_fields = ["domain__slug", "output_path"]
     readonly_fields = ["model_version", "job", "output_path", "files", "created_by", "created_at"]
+
+
+from training_app.models import EvalItem, EvaluationRun, ExpertScore, Promotion, PromotionPolicy  # noqa: E402
+
+
+@admin.register(EvaluationRun)
+class EvaluationRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "domain", "model_version", "dataset_version", "job", "created_at"]
+    list_filter = ["domain"]
+    readonly_fields = ["results", "probe", "job", "created_at"]
+
+
+@admin.register(EvalItem)
+class EvalItemAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "run", "configuration", "position", "answerable"]
+    list_filter = ["configuration", "answerable"]
+    search_fields = ["question", "answer"]
+    readonly_fields = ["metrics", "citations"]
+
+
+@admin.register(ExpertScore)
+class ExpertScoreAdmin(admin.ModelAdmin):
+    """Expert scores with the configuration shown (the admin is not the blind view)."""
+
+    list_display = ["__str__", "item", "configuration", "expert", "score", "created_at"]
+    list_filter = ["score", "item__configuration"]
+    search_fields = ["comment", "item__question"]
+
+    @admin.display(description=_("configuration"))
+    def configuration(self, obj):
+        return obj.item.configuration
+
+
+@admin.register(Promotion)
+class PromotionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "domain", "previous", "by", "forced", "created_at"]
+    list_filter = ["forced", "domain"]
+    readonly_fields = ["gate", "created_at"]
+
+
+@admin.register(PromotionPolicy)
+class PromotionPolicyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "configuration", "metrics", "probe_max_drop"]

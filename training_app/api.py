@@ -23,9 +23,13 @@ from domains.api import SLUG_PARAMETER, DomainAccessMixin, api_errors
 from domains.models import Role
 from training_app.models import ModelExport, ModelVersion, TrainingRun
 from training_app.serializers import (
+    EvalItemSerializer,
+    EvaluationRunSerializer,
+    EvaluationStartSerializer,
     ModelExportSerializer,
     ModelExportStartSerializer,
     ModelVersionSerializer,
+    PromoteSerializer,
     TrainingRunSerializer,
     TrainingStartSerializer,
 )
@@ -126,12 +130,21 @@ class ModelVersionViewSet(DomainAccessMixin, viewsets.ReadOnlyModelViewSet):
         return Response(self.get_serializer(model).data)
 
     @extend_schema(summary="Make this the active model of its kind (owners)",
-                   description="The version active before it (same kind) steps down.", request=None,
-                   responses={200: ModelVersionSerializer})
+                   description="Passes the domain's promotion gate first: the version's latest evaluation must not "
+                               "fall below the active version (or its base model) on the gate's metrics, nor lose "
+                               "general ability. A refusal is 400 with the gate's reasons under `gate`; `force` with "
+                               "a `reason` overrules it and is recorded. The version active before it steps down.",
+                   request=PromoteSerializer, responses={200: ModelVersionSerializer})
     @action(detail=True, methods=["post"])
     def promote(self, request, *args, **kwargs):
+        from training_app.promotion import promote_version
+
         model = self.get_object()
-        model.promote()
+        data = PromoteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with api_errors():
+            promote_version(version=model, by=request.user, force=data.validated_data["force"],
+                            reason=data.validated_data["reason"])
         return self._shown(model)
 
     @extend_schema(summary="Take this version out of service (owners)", request=None,
@@ -227,3 +240,69 @@ class ModelExportViewSet(
                                 content_type="application/octet-stream")
         response["Cache-Control"] = "private, no-store"
         return response
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["evaluation"])
+@extend_schema_view(
+    list=extend_schema(summary="Evaluation runs (the leaderboard)", description="Newest first."),
+    retrieve=extend_schema(summary="An evaluation run",
+                           description="`results` maps each configuration to accuracy, key_fact_recall, exact_match, "
+                                       "rouge_l, hallucination_rate, refusal_rate, correct_refusal_rate and "
+                                       "context_recall; `probe` holds the general-ability probe."),
+    create=extend_schema(summary="Evaluate a model version (experts, read/write keys)",
+                         description="Answers the dataset version's held-out questions in each configuration as an "
+                                     "`evaluate` job.",
+                         request=EvaluationStartSerializer, responses={201: EvaluationRunSerializer}),
+)
+class EvaluationRunViewSet(DomainAccessMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                           mixins.CreateModelMixin, viewsets.GenericViewSet):
+    serializer_class = EvaluationRunSerializer
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+
+    def get_queryset(self):
+        from training_app.models import EvaluationRun
+
+        if self.schema_only:
+            return EvaluationRun.objects.none()
+        return EvaluationRun.objects.for_domain(self.access.domain).select_related("model_version", "job",
+                                                                                   "created_by")
+
+    def create(self, request, *args, **kwargs):
+        from training_app.evaluation_tasks import start_evaluation
+
+        data = EvaluationStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        domain = self.access.domain
+        version = ModelVersion.objects.for_domain(domain).filter(pk=values["model_version"]).first()
+        if version is None:
+            raise exceptions.ValidationError({"model_version": [_("No such model version in this domain.")]})
+        dataset_version = None
+        if values.get("dataset_version") is not None:
+            dataset_version = DatasetVersion.objects.for_domain(domain).filter(pk=values["dataset_version"]).first()
+            if dataset_version is None:
+                raise exceptions.ValidationError({"dataset_version": [_("No such dataset version in this domain.")]})
+        with api_errors():
+            run = start_evaluation(domain=domain, model_version=version, dataset_version=dataset_version,
+                                   by=_actor(request), configurations=values.get("configurations"),
+                                   options=values.get("options"))
+        return Response(self.get_serializer(self.get_queryset().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="The answers of an evaluation run", responses={200: EvalItemSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def items(self, request, *args, **kwargs):
+        run = self.get_object()
+        return Response(EvalItemSerializer(run.items.order_by("position", "configuration"), many=True).data)
+
+    @extend_schema(summary="Download the report (CSV or JSON)",
+                   parameters=[OpenApiParameter("format", str, enum=["csv", "json"])],
+                   responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path="report", content_negotiation_class=AttachmentNegotiation)
+    def report(self, request, *args, **kwargs):
+        from training_app.views_evaluation import _download
+
+        fmt = request.query_params.get("format") or "csv"
+        if fmt not in ("csv", "json"):
+            raise exceptions.ValidationError({"format": [_("csv or json.")]})
+        return _download(self.get_object(), fmt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Max, Q
 from django.utils.translation import gettext_lazy as _
@@ -222,3 +223,140 @@ class ModelExport(models.Model):
                 out.append({"artifact": name, "filename": info.get("name") or Path(info["path"]).name,
                             "bytes": info.get("bytes"), "sha256": info.get("sha256", "")})
         return out
+
+
+class EvaluationRun(models.Model):
+    """Answers of one or more configurations to a dataset version's held-out questions, scored; a Job runs it.
+
+    A configuration is a way to serve the domain: the base or the fine-tuned model, each with
+    or without retrieval, or retrieval alone (extractive). Every answer is an ``EvalItem``,
+    written as it is made, so a retried job continues where it stopped.
+    """
+
+    class Configuration(models.TextChoices):
+        BASE = "base", _("Base model")
+        MODEL = "model", _("Fine-tuned model")
+        BASE_RAG = "base_rag", _("Base model + retrieval")
+        MODEL_RAG = "model_rag", _("Fine-tuned model + retrieval")
+        EXTRACTIVE = "extractive", _("Retrieval only (extractive)")
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="evaluation_runs")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE,
+                                      related_name="evaluations")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="evaluations")
+    configurations = models.JSONField(default=list)
+    options = models.JSONField(default=dict, blank=True, help_text=_("k, threshold, max_new_tokens, probe"))
+    results = models.JSONField(default=dict, blank=True, help_text=_("configuration → aggregate metrics"))
+    probe = models.JSONField(default=dict, blank=True, help_text=_("general-ability probe: configuration → accuracy"))
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("evaluation run")
+        verbose_name_plural = _("evaluation runs")
+
+    def __str__(self) -> str:
+        return f"evaluation #{self.pk}"
+
+
+class EvalItem(models.Model):
+    """One configuration's answer to one held-out question, with its automatic metrics."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="items")
+    configuration = models.CharField(max_length=12, choices=EvaluationRun.Configuration.choices)
+    position = models.PositiveIntegerField(help_text=_("the question's place in the test split"))
+    question = models.TextField()
+    gold = models.TextField(blank=True)
+    answer = models.TextField(blank=True)
+    answerable = models.BooleanField(default=True)
+    citations = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(default=0.0)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "position", "configuration"]
+        constraints = [models.UniqueConstraint(fields=["run", "configuration", "position"],
+                                               name="evalitem_unique_answer")]
+
+    def __str__(self) -> str:
+        return f"{self.configuration} #{self.position}"
+
+
+class ExpertScore(models.Model):
+    """An expert's 1–5 score of one answer, given blind (the scorer never sees which configuration wrote it)."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(EvalItem, on_delete=models.CASCADE, related_name="scores")
+    expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    score = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(5)])
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "expert"], name="expertscore_one_per_expert"),
+            models.CheckConstraint(condition=Q(score__gte=1) & Q(score__lte=5), name="expertscore_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.score} by {self.expert_id}"
+
+
+class Promotion(models.Model):
+    """Who made which version active, when and why, and what the gate said."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="promotions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotions")
+    previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    forced = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    gate = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"v{self.model_version.number} promoted"
+
+
+# The metrics the promotion gate compares, and whether higher is better.
+GATE_METRICS = {"accuracy": True, "key_fact_recall": True, "rouge_l": True, "exact_match": True,
+                "hallucination_rate": False, "refusal_rate": False, "correct_refusal_rate": True,
+                "context_recall": True}
+
+
+def default_gate_metrics() -> dict:
+    return {"accuracy": 0.0, "key_fact_recall": 0.0, "hallucination_rate": 0.0}
+
+
+class PromotionPolicy(models.Model):
+    """A domain's promotion gate: which configuration is compared, on which metrics, with what tolerance.
+
+    ``metrics`` maps a metric to the largest regression allowed against the active version
+    (0 = must not fall below it); ``probe_max_drop`` is the largest loss of general ability
+    (probe accuracy against the base model) allowed.
+    """
+
+    domain = models.OneToOneField(Domain, on_delete=models.CASCADE, related_name="promotion_policy")
+    configuration = models.CharField(max_length=12, choices=EvaluationRun.Configuration.choices,
+                                     default=EvaluationRun.Configuration.MODEL_RAG)
+    metrics = models.JSONField(default=default_gate_metrics)
+    probe_max_drop = models.FloatField(default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.domain.slug} promotion gate"

@@ -70,6 +70,12 @@ class TrainingStartSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
+class PromoteSerializer(serializers.Serializer):
+    force = serializers.BooleanField(default=False, help_text=_("Overrule a refusing gate (owners; needs a reason)."))
+    reason = serializers.CharField(default="", allow_blank=True, max_length=2000,
+                                   help_text=_("Why this version is made active; required when forcing."))
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     kind = serializers.CharField(read_only=True, help_text=KIND_HELP)
     kind_label = serializers.CharField(source="get_kind_display", read_only=True)
@@ -129,3 +135,40 @@ class ModelExportStartSerializer(serializers.Serializer):
     quantize = serializers.CharField(default="Q4_K_M", allow_blank=True, max_length=8,
                                      help_text=_("Q4_K_M, or empty for none."))
     modelfile = serializers.BooleanField(default=True, help_text=_("An Ollama Modelfile for the GGUF."))
+
+
+class EvaluationRunSerializer(serializers.ModelSerializer):
+    """An evaluation: configurations, options, aggregate results per configuration, probe, and its job."""
+
+    job = JobDetailSerializer(read_only=True, allow_null=True)
+    model_version_number = serializers.IntegerField(source="model_version.number", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        from training_app.models import EvaluationRun
+
+        model = EvaluationRun
+        fields = ["id", "model_version", "model_version_number", "dataset_version", "configurations", "options",
+                  "results", "probe", "job", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class EvaluationStartSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text=_("Id of an sft or cpt_sft model version of this domain."))
+    dataset_version = serializers.IntegerField(required=False, allow_null=True,
+                                               help_text=_("Whose held-out questions; default: the version the model "
+                                                           "was trained on."))
+    configurations = serializers.ListField(child=serializers.CharField(max_length=12), required=False,
+                                           help_text=_("base, model, base_rag, model_rag, extractive (default: all)."))
+    options = serializers.DictField(required=False, default=dict,
+                                    help_text=_("k (passages, 1–20), threshold (0–1), max_new_tokens, probe (bool)."))
+
+
+class EvalItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        from training_app.models import EvalItem
+
+        model = EvalItem
+        fields = ["id", "configuration", "position", "question", "gold", "answer", "answerable", "citations",
+                  "metrics", "seconds"]
+        read_only_fields = fields

@@ -415,6 +415,9 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
             (_("Run folder"), run.output_path if run else ""),
         ) if value],
         "retrieval": retrieval_report(model.metrics),
+        "gate": _gate(model) if access.is_owner and not model.is_active else None,
+        "promotions": model.promotions.select_related("by", "previous")[:20],
+        "evaluations": model.evaluations.select_related("job", "dataset_version")[:10],
         "exports": _exports(access, model)[:50] if model.kind != TrainingRun.Kind.EMBEDDING else [],
         "exportable": model.kind != TrainingRun.Kind.EMBEDDING,
         "export_form": export_form or (ModelExportForm() if access.can_write
@@ -424,14 +427,31 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
     return _respond(request, "training/model_detail.html", context, status)
 
 
+def _gate(model: ModelVersion):
+    from training_app.promotion import gate_for
+
+    return gate_for(model)
+
+
 @login_required
 @require_POST
 def model_promote(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Owners make this the domain's active model of its kind (the previous one steps down)."""
+    from training_app.promotion import promote_version
+
     access = gate.for_request(request, slug, min_role=Role.OWNER)
     model = _model_of(access, pk)
-    model.promote()
-    messages.success(request, _("Model v%(n)s is now the active model.") % {"n": model.number})
+    try:
+        promotion = promote_version(version=model, by=request.user, force=request.POST.get("force") == "1",
+                                    reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]) + "#gate")
+    if promotion.forced:
+        messages.warning(request, _("Model v%(n)s is now the active model, forced past the gate.") % {"n": model.number})
+    else:
+        messages.success(request, _("Model v%(n)s is now the active model.") % {"n": model.number})
     return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]))
 
 

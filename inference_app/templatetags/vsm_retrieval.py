@@ -46,3 +46,9 @@ def metric_bar(row, key):
     width = max(0.0, min(1.0, value)) * 100
     return format_html('<span class="bar" style="width:{}%" aria-hidden="true"></span><span class="bar-value">{}</span>',
                        f"{width:.1f}", f"{value:.3f}")
+
+
+@register.filter
+def get_item(mapping, key):
+    """``mapping|get_item:key`` for dicts keyed by a variable (results per configuration)."""
+    return mapping.get(key) if isinstance(mapping, dict) else None

@@ -1,0 +1,177 @@
+"""Evaluation: start a run (service) and the job that answers the held-out questions in each configuration.
+
+The questions are a frozen dataset version's test split (held-out pairs, never trained on). A
+held-out question whose expert answer is a refusal ("文档中没有涉及这个问题。") counts as one
+the documents do not answer: the right reply is to say so. Each configuration answers every
+question greedily; every answer is stored as an ``EvalItem`` the moment it exists, so a killed
+or retried job continues with the next question and never writes one twice.
+"""
+from __future__ import annotations
+
+import time
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
+from datasets_app.models import DatasetVersion
+from domains.jobs import JobContext, enqueue_job, job_handler
+from domains.models import Domain
+from training_app.models import EvalItem, EvaluationRun, ModelVersion, TrainingRun
+
+C = EvaluationRun.Configuration
+NEEDS_MODEL = {C.MODEL, C.MODEL_RAG}
+NEEDS_INDEX = {C.BASE_RAG, C.MODEL_RAG, C.EXTRACTIVE}
+DEFAULT_CONFIGURATIONS = [C.BASE, C.MODEL, C.BASE_RAG, C.MODEL_RAG, C.EXTRACTIVE]
+DEFAULT_OPTIONS = {"k": 3, "threshold": 0.0, "max_new_tokens": 128, "probe": True}
+LLM_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT_SFT)
+
+
+def start_evaluation(*, domain: Domain, model_version: ModelVersion, dataset_version: DatasetVersion | None, by,
+                     configurations: list[str] | None = None, options: dict | None = None) -> EvaluationRun:
+    """Check what can be checked, then create the run and queue its job."""
+    from inference_app.services import index_for
+
+    if model_version.domain_id != domain.pk:
+        raise ValidationError({"model_version": "That model version belongs to another domain."})
+    if model_version.kind not in LLM_KINDS:
+        raise ValidationError({"model_version": "Only question-answering models (sft, cpt_sft) are evaluated here; "
+                                                "embedding models are measured when they are trained."})
+    if dataset_version is None:
+        dataset_version = DatasetVersion.objects.for_domain(domain).filter(
+            content_hash=model_version.dataset_hash).order_by("-created_at").first()
+    if dataset_version is None or dataset_version.domain_id != domain.pk:
+        raise ValidationError({"dataset_version": "Choose a frozen dataset version of this domain."})
+    if not (dataset_version.counts.get("qa") or {}).get("test"):
+        raise ValidationError({"dataset_version": "That dataset version has no held-out test questions: mark some "
+                                                  "pairs as held-out test in the review queue and freeze again."})
+    configurations = [str(c) for c in (configurations or DEFAULT_CONFIGURATIONS)]
+    unknown = [c for c in configurations if c not in C.values]
+    if unknown or not configurations:
+        raise ValidationError({"configurations": f"Choose among {', '.join(C.values)}."})
+    configurations = list(dict.fromkeys(configurations))
+    if set(configurations) & NEEDS_INDEX and not index_for(domain).is_built:
+        raise ValidationError({"configurations": "Configurations with retrieval need the domain's index: build it on "
+                                                 "the Retrieval page first."})
+    values = {**DEFAULT_OPTIONS, **(options or {})}
+    try:
+        values = {"k": int(values["k"]), "threshold": float(values["threshold"]),
+                  "max_new_tokens": int(values["max_new_tokens"]), "probe": bool(values["probe"])}
+    except (TypeError, ValueError, KeyError):
+        raise ValidationError({"options": "k and max_new_tokens are whole numbers, threshold a number."}) from None
+    if not 1 <= values["k"] <= 20 or not 1 <= values["max_new_tokens"] <= 1024 or not 0 <= values["threshold"] <= 1:
+        raise ValidationError({"options": "k is 1–20, max_new_tokens 1–1024 and threshold 0–1."})
+    with transaction.atomic():
+        run = EvaluationRun.objects.create(domain=domain, model_version=model_version, dataset_version=dataset_version,
+                                           configurations=configurations, options=values,
+                                           created_by=by if getattr(by, "is_authenticated", False) else None)
+        job = enqueue_job(domain=domain, kind="evaluate", params={"evaluation_id": run.pk}, created_by=by)
+        EvaluationRun.objects.filter(pk=run.pk).update(job=job)
+        run.job = job
+    return run
+
+
+def _generator(version: ModelVersion, configuration: str):
+    from django.conf import settings
+
+    from inference_app.engine.answering import load_generator
+
+    if configuration in NEEDS_MODEL:
+        return load_generator(str(settings.VSM_DATA_DIR / version.adapter_path), version.base_path or None)
+    return load_generator(version.base_path)
+
+
+@job_handler("evaluate", _("Evaluate a model"))
+def evaluate(ctx: JobContext) -> dict:
+    from datasets_app import versions
+    from inference_app import services as retrieval
+    from inference_app.engine.answering import GenerationError, GenerationSettings, answer_question
+    from training_app.engine.evaluation import aggregate, is_refusal, score_answer
+
+    run = EvaluationRun.objects.select_related("model_version", "dataset_version").filter(
+        pk=ctx.params.get("evaluation_id"), domain=ctx.domain).first()
+    if run is None:
+        ctx.fail("The evaluation was deleted before it started.")
+    try:
+        questions = versions.load_qa(run.dataset_version, "test")
+    except versions.VersionFilesMissing as exc:
+        ctx.fail(str(exc))
+    if not questions:
+        ctx.fail("The dataset version has no held-out test questions.")
+    options = {**DEFAULT_OPTIONS, **(run.options or {})}
+    engine_index = encoder = weights = None
+    if set(run.configurations) & NEEDS_INDEX:
+        index = retrieval.index_for(ctx.domain)
+        if not index.is_built:
+            ctx.fail("Configurations with retrieval need the domain's index: build it on the Retrieval page first.")
+        engine_index = retrieval.loaded_index(index)
+        encoder = retrieval._encoder_for(index)
+        weights = retrieval.fusion_weights(index)
+    # Greedy and without the serving repetition penalty: the same answer every run, what SFT measured.
+    greedy = GenerationSettings.greedy(max_new_tokens=int(options["max_new_tokens"]))
+    total = len(run.configurations) * len(questions)
+    done = EvalItem.objects.filter(run=run).count()
+    ctx.progress(done, total, message=gettext_noop("Answering the held-out questions"))
+    results = {}
+    for configuration in run.configurations:
+        have = set(EvalItem.objects.filter(run=run, configuration=configuration).values_list("position", flat=True))
+        generator = None
+        if configuration != C.EXTRACTIVE and len(have) < len(questions):
+            try:
+                generator = _generator(run.model_version, configuration)
+            except GenerationError as exc:
+                ctx.fail(f"{C(configuration).label}: {exc}")
+        mode = {C.BASE: "model_only", C.MODEL: "model_only", C.EXTRACTIVE: "extractive"}.get(configuration, "grounded")
+        for position, q in enumerate(questions):
+            if position in have:
+                continue
+            ctx.check_cancelled()
+            started = time.monotonic()
+            answer = answer_question(q.question, mode=mode, index=engine_index, encoder=encoder, weights=weights,
+                                     generator=generator, k=int(options["k"]), threshold=float(options["threshold"]),
+                                     settings=greedy)
+            answerable = not is_refusal(q.answer)
+            gold_ids = [q.source_chunk_id] if q.source_chunk_id else []
+            metrics = score_answer(answer.text, q.answer, sources=[q.chunk_text] if q.chunk_text else [],
+                                   answerable=answerable, question=q.question,
+                                   retrieved_ids=list(answer.retrieved_ids) if mode != "model_only" else None,
+                                   gold_ids=gold_ids)
+            EvalItem.objects.get_or_create(run=run, configuration=configuration, position=position, defaults=dict(
+                domain=ctx.domain, question=q.question, gold=q.answer, answer=answer.text, answerable=answerable,
+                citations=[c for c in answer.to_dict().get("citations", [])][:5], metrics=metrics,
+                seconds=round(time.monotonic() - started, 3)))
+            done += 1
+            ctx.progress(done, total, message=gettext_noop("Answering the held-out questions"))
+        items = list(EvalItem.objects.filter(run=run, configuration=configuration).values_list("metrics", flat=True))
+        results[configuration] = {**aggregate(items),
+                                  "seconds_per_answer": _mean_seconds(run, configuration)}
+        EvaluationRun.objects.filter(pk=run.pk).update(results=results)
+        ctx.log(f"{C(configuration).label}: accuracy {results[configuration].get('accuracy')}")
+    probe = _probe(ctx, run) if options.get("probe") else {}
+    EvaluationRun.objects.filter(pk=run.pk).update(results=results, probe=probe)
+    return {"evaluation_id": run.pk, "questions": len(questions),
+            "accuracy": {c: r.get("accuracy") for c, r in results.items()}, "probe": probe}
+
+
+def _mean_seconds(run: EvaluationRun, configuration: str) -> float | None:
+    seconds = list(EvalItem.objects.filter(run=run, configuration=configuration).values_list("seconds", flat=True))
+    return round(sum(seconds) / len(seconds), 3) if seconds else None
+
+
+def _probe(ctx: JobContext, run: EvaluationRun) -> dict:
+    """General ability of the base and the fine-tuned model on the built-in probe (no retrieval, greedy)."""
+    from inference_app.engine.answering import GenerationSettings, model_only_messages
+    from training_app.engine.probe import PROBE, probe_score
+
+    ctx.progress(0, 0, message=gettext_noop("General-ability probe"))
+    settings = GenerationSettings.greedy(max_new_tokens=32)
+    out: dict = {"wrong": {}}
+    for name, configuration in (("base", C.BASE), ("model", C.MODEL)):
+        generator = _generator(run.model_version, configuration)
+        answers = generator.generate([model_only_messages(q.question) for q in PROBE], settings)
+        score = probe_score(answers)
+        out[name] = score["accuracy"]
+        out["wrong"][name] = score["wrong"]
+    ctx.log(f"general-ability probe: base {out['base']:.2f}, fine-tuned {out['model']:.2f}")
+    return out
