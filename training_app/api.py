@@ -36,6 +36,14 @@ from training_app.serializers import (
 from training_app.services import start_export, start_training
 
 
+def _model_version_of(domain, pk) -> ModelVersion:
+    """A model version of this domain named in a request body; 400 under its field when there is none."""
+    version = ModelVersion.objects.for_domain(domain).filter(pk=pk).first()
+    if version is None:
+        raise exceptions.ValidationError({"model_version": [_("No such model version in this domain.")]})
+    return version
+
+
 def _actor(request):
     """The signed-in user, or None for an API key (rows record no user then)."""
     user = getattr(request, "user", None)
@@ -205,9 +213,7 @@ class ModelExportViewSet(
         data.is_valid(raise_exception=True)
         values = data.validated_data
         domain = self.access.domain
-        version = ModelVersion.objects.for_domain(domain).filter(pk=values["model_version"]).first()
-        if version is None:
-            raise exceptions.ValidationError({"model_version": [_("No such model version in this domain.")]})
+        version = _model_version_of(domain, values["model_version"])
         with api_errors():
             export = start_export(domain=domain, model_version=version, by=_actor(request), merged=values["merged"],
                                   gguf_outtype=values["gguf_outtype"], quantize=values["quantize"],
@@ -275,9 +281,7 @@ class EvaluationRunViewSet(DomainAccessMixin, mixins.ListModelMixin, mixins.Retr
         data.is_valid(raise_exception=True)
         values = data.validated_data
         domain = self.access.domain
-        version = ModelVersion.objects.for_domain(domain).filter(pk=values["model_version"]).first()
-        if version is None:
-            raise exceptions.ValidationError({"model_version": [_("No such model version in this domain.")]})
+        version = _model_version_of(domain, values["model_version"])
         dataset_version = None
         if values.get("dataset_version") is not None:
             dataset_version = DatasetVersion.objects.for_domain(domain).filter(pk=values["dataset_version"]).first()

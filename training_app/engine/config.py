@@ -118,8 +118,8 @@ def _check(cond: bool, name: str, message: str) -> None:
         raise ValueError(f"{name}: {message}")
 
 
-def validate(c: TrainConfig) -> None:
-    """Raise ValueError naming the first bad field (types first, then ranges)."""
+def check_field_types(c: Any) -> None:
+    """Every field of a config dataclass has the type of its default (numbers finite); ValueError names it."""
     for f in fields(c):
         value = getattr(c, f.name)
         default = f.default
@@ -131,8 +131,14 @@ def validate(c: TrainConfig) -> None:
         elif isinstance(default, float):
             _check(isinstance(value, (int, float)) and not isinstance(value, bool), f.name,
                    f"must be a number, got {value!r}")
+            _check(value == value and abs(value) != float("inf"), f.name, f"must be finite, got {value!r}")
         elif isinstance(default, str):
             _check(isinstance(value, str), f.name, f"must be a string, got {value!r}")
+
+
+def validate(c: TrainConfig) -> None:
+    """Raise ValueError naming the first bad field (types first, then ranges)."""
+    check_field_types(c)
     _check(c.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {c.kind!r}")
     _check(c.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {c.method!r}")
     _check(c.lora_r >= 1, "lora_r", "must be at least 1")

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from training_app.engine.config import _check, check_field_types
+
 OBJECTIVES = ("mnrl", "triplet", "cosent", "cosine", "tsdae", "augsbert")
 SUPERVISED_OBJECTIVES = ("mnrl", "triplet", "cosent", "cosine", "augsbert")  # need rows
 SCORED_OBJECTIVES = ("cosent", "cosine")                                   # need row scores
@@ -117,27 +119,9 @@ def config_for(**overrides: Any) -> EmbeddingConfig:
     return EmbeddingConfig(**values)
 
 
-def _check(cond: bool, name: str, message: str) -> None:
-    if not cond:
-        raise ValueError(f"{name}: {message}")
-
-
 def validate(c: EmbeddingConfig) -> None:
     """Raise ValueError naming the first bad field (types first, then ranges)."""
-    for f in fields(c):
-        value = getattr(c, f.name)
-        default = f.default
-        if isinstance(default, bool):
-            _check(isinstance(value, bool), f.name, f"must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            _check(isinstance(value, int) and not isinstance(value, bool), f.name,
-                   f"must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool), f.name,
-                   f"must be a number, got {value!r}")
-            _check(value == value and abs(value) != float("inf"), f.name, f"must be finite, got {value!r}")
-        elif isinstance(default, str):
-            _check(isinstance(value, str), f.name, f"must be a string, got {value!r}")
+    check_field_types(c)
     _check(c.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
     _check(c.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
     _check(1 <= c.prefix_tokens <= 256, "prefix_tokens", "must be between 1 and 256")
