@@ -252,3 +252,28 @@ def test_the_api_starts_lists_and_reports(domain, bob, evalset, api_as, other_do
     report = client.get(f"{url}{created.json()['id']}/report/?format=csv")
     assert report.status_code == 200 and "extractive" in report.content.decode("utf-8-sig")
     assert api_as(charlie).get(f"{url}{created.json()['id']}/").status_code == 404
+
+
+from .datasets_engine.test_teachers import SECRETS, server  # noqa: E402,F401 - the fixture is used by name
+
+
+def test_a_teacher_judges_each_answer_and_its_mean_is_reported(domain, bob, alice, evalset, server):  # noqa: F811
+    from datasets_app.models import TeacherConfig, TeacherKey
+    from datasets_app.services import add_teacher_key
+
+    teacher = TeacherConfig.objects.create(domain=domain, name="judge", provider="openai", model="judge-model",
+                                           base_url=server.base_url, concurrency=1)
+    add_teacher_key(teacher=teacher, label="k1", secret=SECRETS[0], by=alice)
+    server.actions = [("good", {"score": 4, "reason": "right amount"}), ("good", {"score": 2, "reason": "vague"}),
+                      ("good", {"score": 5, "reason": "correct refusal"})]
+    run = evaluate(domain, bob, evalset, configurations=["extractive"],
+                   options={"probe": False, "judge_teacher": teacher.pk})
+    assert run.job.status == Job.Status.SUCCEEDED, run.job.error + run.job.log_tail
+    scores = [i.metrics["judge_score"] for i in EvalItem.objects.filter(run=run).order_by("position")]
+    assert scores == [4, 2, 5] and run.results["extractive"]["judge_score"] == pytest.approx(11 / 3, abs=1e-3)
+    assert "<answer" in str(server.requests[0]["body"])  # the answer travels as delimited data
+    assert TeacherKey.objects.get(teacher=teacher).requests == 3
+    offline = TeacherConfig.objects.create(domain=domain, name="offline", provider="offline")
+    with pytest.raises(ValidationError, match="cannot judge"):
+        start_evaluation(domain=domain, model_version=evalset["model"], dataset_version=None, by=bob,
+                         options={"judge_teacher": offline.pk})

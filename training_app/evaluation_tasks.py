@@ -24,7 +24,10 @@ C = EvaluationRun.Configuration
 NEEDS_MODEL = {C.MODEL, C.MODEL_RAG}
 NEEDS_INDEX = {C.BASE_RAG, C.MODEL_RAG, C.EXTRACTIVE}
 DEFAULT_CONFIGURATIONS = [C.BASE, C.MODEL, C.BASE_RAG, C.MODEL_RAG, C.EXTRACTIVE]
-DEFAULT_OPTIONS = {"k": 3, "threshold": 0.0, "max_new_tokens": 128, "probe": True}
+DEFAULT_OPTIONS = {"k": 3, "threshold": 0.0, "max_new_tokens": 128, "probe": True, "judge_teacher": None}
+JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
+                                                 "reason": {"type": "string"}},
+                "required": ["score", "reason"]}
 LLM_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT_SFT)
 
 
@@ -57,9 +60,18 @@ def start_evaluation(*, domain: Domain, model_version: ModelVersion, dataset_ver
     values = {**DEFAULT_OPTIONS, **(options or {})}
     try:
         values = {"k": int(values["k"]), "threshold": float(values["threshold"]),
-                  "max_new_tokens": int(values["max_new_tokens"]), "probe": bool(values["probe"])}
+                  "max_new_tokens": int(values["max_new_tokens"]), "probe": bool(values["probe"]),
+                  "judge_teacher": int(values["judge_teacher"]) if values.get("judge_teacher") else None}
     except (TypeError, ValueError, KeyError):
-        raise ValidationError({"options": "k and max_new_tokens are whole numbers, threshold a number."}) from None
+        raise ValidationError({"options": "k and max_new_tokens are whole numbers, threshold a number, "
+                                          "judge_teacher a teacher id."}) from None
+    if values["judge_teacher"] is not None:
+        from datasets_app.models import TeacherConfig
+
+        teacher = TeacherConfig.objects.for_domain(domain).filter(pk=values["judge_teacher"]).first()
+        if teacher is None or teacher.provider == TeacherConfig.Provider.OFFLINE:
+            raise ValidationError({"options": "judge_teacher must be one of the domain's LLM teachers (the offline "
+                                              "teacher cannot judge answers)."})
     if not 1 <= values["k"] <= 20 or not 1 <= values["max_new_tokens"] <= 1024 or not 0 <= values["threshold"] <= 1:
         raise ValidationError({"options": "k is 1–20, max_new_tokens 1–1024 and threshold 0–1."})
     with transaction.atomic():
@@ -143,15 +155,66 @@ def evaluate(ctx: JobContext) -> dict:
                 seconds=round(time.monotonic() - started, 3)))
             done += 1
             ctx.progress(done, total, message=gettext_noop("Answering the held-out questions"))
+        if options.get("judge_teacher"):
+            _judge(ctx, run, configuration, int(options["judge_teacher"]))
         items = list(EvalItem.objects.filter(run=run, configuration=configuration).values_list("metrics", flat=True))
+        judged = [m["judge_score"] for m in items if isinstance(m.get("judge_score"), int)]
         results[configuration] = {**aggregate(items),
-                                  "seconds_per_answer": _mean_seconds(run, configuration)}
+                                  "seconds_per_answer": _mean_seconds(run, configuration),
+                                  **({"judge_score": round(sum(judged) / len(judged), 3), "judged": len(judged)}
+                                     if judged else {})}
         EvaluationRun.objects.filter(pk=run.pk).update(results=results)
         ctx.log(f"{C(configuration).label}: accuracy {results[configuration].get('accuracy')}")
     probe = _probe(ctx, run) if options.get("probe") else {}
     EvaluationRun.objects.filter(pk=run.pk).update(results=results, probe=probe)
     return {"evaluation_id": run.pk, "questions": len(questions),
             "accuracy": {c: r.get("accuracy") for c, r in results.items()}, "probe": probe}
+
+
+def _judge(ctx: JobContext, run: EvaluationRun, configuration: str, teacher_id: int) -> None:
+    """LLM-as-judge with one of the domain's teachers: a 1–5 score and a reason per answer, against the rubric.
+
+    Answers already judged keep their score (a retried job asks only for the rest); an answer the
+    teacher cannot judge stays unjudged and the job goes on.
+    """
+    from datasets_app import teaching
+    from datasets_app.engine.prompts import Prompt
+    from datasets_app.engine.teachers import TeacherError, TeacherTask
+    from datasets_app.models import TeacherConfig
+    from training_app.engine.evaluation import judge_messages
+
+    config = TeacherConfig.objects.filter(pk=teacher_id, domain=ctx.domain).first()
+    teacher = teaching.build_teacher(config) if config is not None else None
+    if teacher is None:
+        ctx.log("judge skipped: the judging teacher is gone or is the offline teacher")
+        return
+    ctx.progress(0, 0, message=gettext_noop("Judging the answers"))
+    failed = 0
+    for item in EvalItem.objects.filter(run=run, configuration=configuration).order_by("position"):
+        if isinstance((item.metrics or {}).get("judge_score"), int):
+            continue
+        ctx.check_cancelled()
+        system, user = judge_messages(item.question, item.gold, item.answer)
+        prompt = Prompt(recipe="judge_answer", lang="zh" if any("\u4e00" <= ch <= "\u9fff" for ch in item.question)
+                        else "en", system=system["content"], user=user["content"], schema=JUDGE_SCHEMA,
+                        schema_name="judgement")
+        try:
+            result = teacher.generate(TeacherTask(prompt=prompt, temperature=0.0,
+                                                  task_id=f"evaluation:{run.pk}:{configuration}:{item.position}"))
+        except TeacherError as exc:
+            failed += 1
+            ctx.log(f"judge: answer {item.position} of {configuration} not judged: {exc}")
+            continue
+        score = result.data.get("score") if isinstance(result.data, dict) else None
+        if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+            failed += 1
+            continue
+        item.metrics = {**(item.metrics or {}), "judge_score": score,
+                        "judge_reason": str(result.data.get("reason", ""))[:1000]}
+        EvalItem.objects.filter(pk=item.pk).update(metrics=item.metrics)
+    teaching.record_usage(config, teacher.usage())  # requests and tokens per key, as recipes count them
+    if failed:
+        ctx.log(f"judge: {failed} answer(s) of {configuration} could not be judged")
 
 
 def _mean_seconds(run: EvaluationRun, configuration: str) -> float | None:

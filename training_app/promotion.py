@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from training_app.models import (
     GATE_METRICS,
@@ -71,63 +72,65 @@ def _compare(rows: list[dict], reasons: list[str], candidate: dict, baseline: di
         rows.append({"metric": metric, "candidate": mine, "baseline": theirs, "allowed_drop": float(allowed),
                      "higher_is_better": higher_better, "ok": ok})
         if not ok:
-            reasons.append(f"{metric} {mine:.3f} is worse than {what}'s {theirs:.3f} "
-                           f"(at most {float(allowed):.3f} worse is allowed)")
+            reasons.append(_("%(metric)s %(mine).3f is worse than %(what)s's %(theirs).3f (at most %(allowed).3f "
+                             "worse is allowed)") % {"metric": metric, "mine": mine, "what": what, "theirs": theirs,
+                                                     "allowed": float(allowed)})
 
 
 def gate_for(version: ModelVersion) -> GateResult:
     if version.kind == TrainingRun.Kind.EMBEDDING:
         return _embedding_gate(version)
     if version.kind not in LLM_KINDS:
-        return GateResult(True, baseline="no automatic gate for this kind")
+        return GateResult(True, baseline=_("no automatic gate for this kind"))
     policy = policy_for(version.domain)
     config = policy.configuration
     label = EvaluationRun.Configuration(config).label
     run = latest_evaluation(version, config)
     if run is None:
-        return GateResult(False, [f"v{version.number} has no finished evaluation of “{label}”: evaluate it first "
-                                  f"(or force the promotion, with a reason)."])
+        return GateResult(False, [_("v%(n)s has no finished evaluation of “%(config)s”: evaluate it first (or force "
+                                    "the promotion, with a reason).") % {"n": version.number, "config": label}])
     candidate = run.results[config]
     rows, reasons = [], []
     active = ModelVersion.objects.for_domain(version.domain).active().filter(kind__in=LLM_KINDS) \
         .exclude(pk=version.pk).first()
     active_run = latest_evaluation(active, config, run.dataset_version_id) if active is not None else None
     if active_run is not None:
-        baseline = f"active v{active.number}"
+        baseline = _("active v%(n)s") % {"n": active.number}
         _compare(rows, reasons, candidate, active_run.results[config], policy.metrics, baseline)
     elif BASE_OF.get(config) in (run.results or {}):
-        baseline = f"its base model ({EvaluationRun.Configuration(BASE_OF[config]).label})"
-        _compare(rows, reasons, candidate, run.results[BASE_OF[config]], policy.metrics, "its base model")
+        baseline = _("its base model (%(config)s)") % {"config": EvaluationRun.Configuration(BASE_OF[config]).label}
+        _compare(rows, reasons, candidate, run.results[BASE_OF[config]], policy.metrics, _("its base model"))
     else:
-        baseline = "nothing comparable (no active version evaluated on these questions, no base run)"
+        baseline = _("nothing comparable (no active version evaluated on these questions, no base run)")
     probe = run.probe or None
     if probe and probe.get("model") is not None and probe.get("base") is not None:
         lost = probe["base"] - probe["model"]
         if lost > policy.probe_max_drop + 1e-9:
-            reasons.append(f"general ability fell: {probe['model']:.2f} of the probe right against the base model's "
-                           f"{probe['base']:.2f} (at most {policy.probe_max_drop:.2f} lower is allowed)")
+            reasons.append(_("general ability fell: %(model).2f of the probe right against the base model's %(base).2f "
+                             "(at most %(drop).2f lower is allowed)") % {"model": probe["model"], "base": probe["base"],
+                                                                         "drop": policy.probe_max_drop})
     return GateResult(not reasons, reasons, rows, baseline, run.pk, probe)
 
 
 def _embedding_gate(version: ModelVersion) -> GateResult:
     evaluation = (version.metrics or {}).get("retrieval")
     if not evaluation or not evaluation.get("table"):
-        return GateResult(False, [f"v{version.number} has no retrieval evaluation on held-out questions "
-                                  f"(force the promotion, with a reason, to use it anyway)."])
+        return GateResult(False, [_("v%(n)s has no retrieval evaluation on held-out questions (force the promotion, "
+                                    "with a reason, to use it anyway).") % {"n": version.number}])
     table = {row["name"]: row for row in evaluation["table"]}
     tuned = table.get("fine-tuned", {})
     rows, reasons = [], []
     tolerance = {m: 0.0 for m in EMBEDDING_METRICS}
-    _compare(rows, reasons, tuned, table.get("base", {}), tolerance, "its base model")
+    _compare(rows, reasons, tuned, table.get("base", {}), tolerance, _("its base model"))
     active = ModelVersion.objects.for_domain(version.domain).active().filter(kind=TrainingRun.Kind.EMBEDDING) \
         .exclude(pk=version.pk).first()
-    baseline = "its base model"
+    baseline = _("its base model")
     theirs = ((active.metrics or {}).get("retrieval") or {}) if active is not None else {}
     if theirs.get("table") and theirs.get("split") == evaluation.get("split") \
             and active.dataset_hash == version.dataset_hash:
-        baseline += f" and active v{active.number}"
+        baseline = _("its base model and active v%(n)s") % {"n": active.number}
         _compare(rows, reasons, tuned, {r["name"]: r for r in theirs["table"]}.get("fine-tuned", {}), tolerance,
-                 f"active v{active.number}")
+                 _("active v%(n)s") % {"n": active.number})
     return GateResult(not reasons, reasons, rows, baseline)
 
 
@@ -138,7 +141,7 @@ def promote_version(*, version: ModelVersion, by, force: bool = False, reason: s
     if not gate.allowed and not force:
         raise ValidationError({"gate": gate.reasons})
     if force and not gate.allowed and not reason:
-        raise ValidationError({"reason": "A forced promotion needs a reason: say why the gate may be overruled."})
+        raise ValidationError({"reason": _("A forced promotion needs a reason: say why the gate may be overruled.")})
     with transaction.atomic():
         previous = ModelVersion.objects.for_domain(version.domain).active().filter(kind=version.kind) \
             .exclude(pk=version.pk).first()

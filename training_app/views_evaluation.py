@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from datasets_app.models import DatasetVersion
+from datasets_app.models import DatasetVersion, TeacherConfig
 from domains import access as gate
 from domains.models import Role
 from domains.views import _job_fragment
@@ -30,7 +30,7 @@ C = EvaluationRun.Configuration
 CHART_METRICS = (("accuracy", True), ("key_fact_recall", True), ("rouge_l", True), ("hallucination_rate", False),
                  ("refusal_rate", False))
 TABLE_METRICS = ("accuracy", "key_fact_recall", "exact_match", "rouge_l", "hallucination_rate", "refusal_rate",
-                 "correct_refusal_rate", "context_recall", "seconds_per_answer")
+                 "correct_refusal_rate", "context_recall", "judge_score", "seconds_per_answer")
 
 
 def _runs(access: gate.Access):
@@ -74,6 +74,7 @@ def _start_context(access: gate.Access) -> dict:
         "dataset_versions": DatasetVersion.objects.for_domain(access.domain).select_related("dataset")
         .order_by("-created_at"),
         "all_configurations": [(c, C(c).label) for c in DEFAULT_CONFIGURATIONS],
+        "judges": TeacherConfig.objects.for_domain(access.domain).exclude(provider=TeacherConfig.Provider.OFFLINE),
     }
 
 
@@ -116,7 +117,8 @@ def evaluation_start(request: HttpRequest, slug: str) -> HttpResponse:
                                options={"k": request.POST.get("k") or 3,
                                         "threshold": request.POST.get("threshold") or 0.0,
                                         "max_new_tokens": request.POST.get("max_new_tokens") or 128,
-                                        "probe": "probe" in request.POST})
+                                        "probe": "probe" in request.POST,
+                                        "judge_teacher": request.POST.get("judge_teacher") or None})
     except ValidationError as exc:
         for message in exc.messages:
             messages.error(request, message)
