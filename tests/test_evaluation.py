@@ -98,7 +98,7 @@ def test_evaluations_refuse_what_cannot_work(domain, bob, evalset, sent):
         start_evaluation(domain=domain, model_version=evalset["model"], dataset_version=None, by=bob,
                          configurations=["magic"])
     embedding = ModelVersion.objects.create(domain=domain, number=2, kind="embedding", base_model="x")
-    with pytest.raises(ValidationError, match="question-answering"):
+    with pytest.raises(ValidationError, match="measured when they are trained"):
         start_evaluation(domain=domain, model_version=embedding, dataset_version=None, by=bob)
     assert not EvaluationRun.objects.exists()
 
@@ -277,3 +277,54 @@ def test_a_teacher_judges_each_answer_and_its_mean_is_reported(domain, bob, alic
     with pytest.raises(ValidationError, match="cannot judge"):
         start_evaluation(domain=domain, model_version=evalset["model"], dataset_version=None, by=bob,
                          options={"judge_teacher": offline.pk})
+
+
+@pytest.fixture
+def task_versions(domain, bob, data_dir, tiny_models):  # noqa: F811
+    """A frozen version whose entity and judge rows sit in validation, and the tiny Qwen as a grpo and a judge model."""
+    from datasets_app.models import EntityExample, JudgeExample
+
+    dataset = QADataset.default_for(domain)
+    dataset_services.add_pair(dataset=dataset, by=bob, question="报销要什么？", answer="发票。", approve=True)
+    for i, (text, mention) in enumerate([("张三在财务处报销。", "张三"), ("李四去北京出差。", "李四")]):
+        EntityExample.objects.create(domain=domain, dataset=dataset, text=text, origin_key=f"e{i}",
+                                     spans=[{"label": "name", "start": 0, "end": 1, "mention": mention}])
+    for i, label in enumerate(["aligned", "not_aligned"]):
+        JudgeExample.objects.create(domain=domain, dataset=dataset, question=f"问题{i}", passage="段落", analysis="…",
+                                    label=label, origin_key=f"j{i}", messages=[
+                                        {"role": "user", "content": f"问题{i}\n段落"},
+                                        {"role": "assistant", "content": f"<think>…</think>{label}"}])
+    version = versions.freeze_dataset(dataset=dataset, by=bob, validation_fraction=0.999).version
+    folder = data_dir / "task-model"
+    shutil.copytree(tiny_models["qwen"], folder)
+    made = {}
+    for number, kind in ((1, "grpo"), (2, "judge_sft")):
+        made[kind] = ModelVersion.objects.create(domain=domain, number=number, kind=kind, base_model="tiny",
+                                                 base_path=tiny_models["qwen"],
+                                                 adapter_path=str(folder.relative_to(data_dir)),
+                                                 dataset_hash=version.content_hash)
+    return version, made
+
+
+def test_task_models_get_per_type_f1_and_a_confusion_matrix(domain, bob, task_versions, client_as, sent):
+    version, made = task_versions
+    assert version.counts["entities"]["validation"] == 2 and version.counts["judge"]["validation"] == 2
+    extractor = start_evaluation(domain=domain, model_version=made["grpo"], dataset_version=None, by=bob)
+    assert extractor.configurations == ["entities"]
+    run_job(extractor.job.pk)
+    extractor.refresh_from_db()
+    assert extractor.job.status == Job.Status.SUCCEEDED, extractor.job.error
+    entities = extractor.results["entities"]
+    assert entities["rows"] == 2 and entities["split"] == "validation" and {"micro", "macro"} <= set(entities)
+    assert entities["micro"]["tp"] + entities["micro"]["fn"] == 2  # two gold names
+    judge = start_evaluation(domain=domain, model_version=made["judge_sft"], dataset_version=None, by=bob)
+    run_job(judge.job.pk)
+    judge.refresh_from_db()
+    verdicts = judge.results["judge"]
+    assert verdicts["rows"] == 2 and sum(map(sum, verdicts["matrix"])) + verdicts["unparsed"] >= 2
+    assert EvalItem.objects.filter(run=judge).count() == 2
+    page = client_as(bob).get(f"/d/{domain.slug}/evaluations/{extractor.pk}/").content.decode()
+    assert 'class="table compact entity-prf"' in page and 'data-label="micro"' in page
+    assert 'data-label="rows"' not in page and 'data-label="split"' not in page
+    assert 'class="table compact confusion"' in client_as(bob).get(
+        f"/d/{domain.slug}/evaluations/{judge.pk}/").content.decode()

@@ -29,6 +29,14 @@ JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "m
                                                  "reason": {"type": "string"}},
                 "required": ["score", "reason"]}
 LLM_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT_SFT)
+# Task models are measured on their own rows: the extractor on entity examples, the judge on judge examples.
+TASK_KINDS = {TrainingRun.Kind.GRPO: ("entities", C.ENTITIES), TrainingRun.Kind.JUDGE_SFT: ("judge", C.JUDGE)}
+
+
+def _held_split(version: DatasetVersion, kind: str) -> str:
+    """The split a task model is measured on: test when it has rows, else validation (never train)."""
+    counts = (version.counts or {}).get(kind) or {}
+    return "test" if counts.get("test") else ("validation" if counts.get("validation") else "")
 
 
 def start_evaluation(*, domain: Domain, model_version: ModelVersion, dataset_version: DatasetVersion | None, by,
@@ -38,19 +46,27 @@ def start_evaluation(*, domain: Domain, model_version: ModelVersion, dataset_ver
 
     if model_version.domain_id != domain.pk:
         raise ValidationError({"model_version": "That model version belongs to another domain."})
-    if model_version.kind not in LLM_KINDS:
-        raise ValidationError({"model_version": "Only question-answering models (sft, cpt_sft) are evaluated here; "
-                                                "embedding models are measured when they are trained."})
+    if model_version.kind not in LLM_KINDS and model_version.kind not in TASK_KINDS:
+        raise ValidationError({"model_version": "Embedding models are measured when they are trained; "
+                                                "continual pre-training has no answers to score."})
     if dataset_version is None:
         dataset_version = DatasetVersion.objects.for_domain(domain).filter(
             content_hash=model_version.dataset_hash).order_by("-created_at").first()
     if dataset_version is None or dataset_version.domain_id != domain.pk:
         raise ValidationError({"dataset_version": "Choose a frozen dataset version of this domain."})
-    if not (dataset_version.counts.get("qa") or {}).get("test"):
+    if model_version.kind in TASK_KINDS:
+        rows, configuration = TASK_KINDS[model_version.kind]
+        if not _held_split(dataset_version, rows):
+            raise ValidationError({"dataset_version": f"That dataset version has no {rows} rows outside its train "
+                                                      f"split to measure on."})
+        configurations = [configuration]
+    elif not (dataset_version.counts.get("qa") or {}).get("test"):
         raise ValidationError({"dataset_version": "That dataset version has no held-out test questions: mark some "
                                                   "pairs as held-out test in the review queue and freeze again."})
     configurations = [str(c) for c in (configurations or DEFAULT_CONFIGURATIONS)]
-    unknown = [c for c in configurations if c not in C.values]
+    allowed = [c for c in C.values if c not in (C.ENTITIES, C.JUDGE)] if model_version.kind in LLM_KINDS \
+        else list(configurations)
+    unknown = [c for c in configurations if c not in allowed]
     if unknown or not configurations:
         raise ValidationError({"configurations": f"Choose among {', '.join(C.values)}."})
     configurations = list(dict.fromkeys(configurations))
@@ -105,6 +121,8 @@ def evaluate(ctx: JobContext) -> dict:
         pk=ctx.params.get("evaluation_id"), domain=ctx.domain).first()
     if run is None:
         ctx.fail("The evaluation was deleted before it started.")
+    if run.configurations and run.configurations[0] in (C.ENTITIES, C.JUDGE):
+        return _evaluate_task_model(ctx, run, run.configurations[0])
     try:
         questions = versions.load_qa(run.dataset_version, "test")
     except versions.VersionFilesMissing as exc:
@@ -169,6 +187,60 @@ def evaluate(ctx: JobContext) -> dict:
     EvaluationRun.objects.filter(pk=run.pk).update(results=results, probe=probe)
     return {"evaluation_id": run.pk, "questions": len(questions),
             "accuracy": {c: r.get("accuracy") for c, r in results.items()}, "probe": probe}
+
+
+def _evaluate_task_model(ctx: JobContext, run: EvaluationRun, configuration: str) -> dict:
+    """Entity extractors: precision/recall/F1 per type. Judges: accuracy and the confusion matrix."""
+    from dataclasses import asdict
+
+    from django.conf import settings
+
+    from datasets_app import versions
+    from training_app.engine import entities as ent
+    from training_app.engine.evaluation import confusion_matrix, per_type_prf
+    from training_app.engine.judge import read_verdict
+    from training_app.engine.sft import generate_answers, load_for_inference
+
+    version = run.model_version
+    rows_kind = "entities" if configuration == C.ENTITIES else "judge"
+    split = _held_split(run.dataset_version, rows_kind)
+    ctx.progress(0, 0, message=gettext_noop("Loading the model"))
+    model, tokenizer = load_for_inference(str(settings.VSM_DATA_DIR / version.adapter_path), version.base_path or None)
+    EvalItem.objects.filter(run=run).delete()  # one pass, written whole: a retry measures again
+    if configuration == C.ENTITIES:
+        labels = [x.strip() for x in (version.config.get("entity_labels") or "").split(",") if x.strip()] \
+            or list(ent.CLUENER_LABELS)
+        rows = versions.load_entities(run.dataset_version, split)
+        ctx.progress(0, len(rows), message=gettext_noop("Extracting entities"))
+        raw = ent.extract_entities(model, tokenizer, [r.text for r in rows], labels)
+        preds = [ent.parse_entities(text) for text in raw]
+        golds = [ent.gold_from_spans([asdict(s) for s in r.spans], labels) for r in rows]
+        result = {**per_type_prf(preds, golds), "rows": len(rows), "split": split,
+                  "valid_json": sum(p is not None for p in preds) / len(rows) if rows else None}
+        items = [EvalItem(domain=ctx.domain, run=run, configuration=configuration, position=i, question=r.text,
+                          gold=ent.answer_json(g), answer=text, metrics={**ent.entity_f1(p, g), "valid": p is not None})
+                 for i, (r, text, p, g) in enumerate(zip(rows, raw, preds, golds))]
+    else:
+        rows = versions.load_judge(run.dataset_version, split)
+        ctx.progress(0, len(rows), message=gettext_noop("Asking the judge"))
+        asked = []
+        for r in rows:
+            system = next((m["content"] for m in r["messages"] if m["role"] == "system"), None)
+            user = next(m["content"] for m in r["messages"] if m["role"] == "user")
+            asked.append({"question": user, "system": system})
+        verdicts = [read_verdict(t) for t in generate_answers(None, None, asked, 256, model=model,
+                                                               tokenizer=tokenizer)]
+        gold = [r["label"] for r in rows]
+        result = {**confusion_matrix([v.label for v in verdicts], gold), "rows": len(rows), "split": split,
+                  "unparsed": sum(v.label is None for v in verdicts)}
+        items = [EvalItem(domain=ctx.domain, run=run, configuration=configuration, position=i, question=a["question"],
+                          gold=g, answer=v.raw, metrics={"label": v.label, "correct": v.label == g})
+                 for i, (a, v, g) in enumerate(zip(asked, verdicts, gold))]
+    EvalItem.objects.bulk_create(items)
+    EvaluationRun.objects.filter(pk=run.pk).update(results={configuration: result})
+    ctx.progress(len(rows), len(rows), message=gettext_noop("Done"))
+    return {"evaluation_id": run.pk, "items": len(rows), configuration: {k: result.get(k) for k in
+                                                                        ("accuracy", "micro") if k in result}}
 
 
 def _judge(ctx: JobContext, run: EvaluationRun, configuration: str, teacher_id: int) -> None:

@@ -239,6 +239,8 @@ class EvaluationRun(models.Model):
         BASE_RAG = "base_rag", _("Base model + retrieval")
         MODEL_RAG = "model_rag", _("Fine-tuned model + retrieval")
         EXTRACTIVE = "extractive", _("Retrieval only (extractive)")
+        ENTITIES = "entities", _("Entity extraction")
+        JUDGE = "judge", _("Judge verdicts")
 
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="evaluation_runs")
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE,

@@ -70,7 +70,8 @@ def _start_context(access: gate.Access) -> dict:
     if not access.can_write:
         return {}
     return {
-        "versions": ModelVersion.objects.for_domain(access.domain).filter(kind__in=["sft", "cpt_sft"]).order_by("-number"),
+        "versions": ModelVersion.objects.for_domain(access.domain)
+        .filter(kind__in=["sft", "cpt_sft", "grpo", "judge_sft"]).order_by("-number"),
         "dataset_versions": DatasetVersion.objects.for_domain(access.domain).select_related("dataset")
         .order_by("-created_at"),
         "all_configurations": [(c, C(c).label) for c in DEFAULT_CONFIGURATIONS],
@@ -186,6 +187,8 @@ def evaluation_detail(request: HttpRequest, slug: str, pk) -> HttpResponse:
         by_position[item.position]["answers"][item.configuration] = item
     context.update({
         "chart": bar_chart(run.results or {}, configurations),
+        "entity_rows": [(label, row) for label, row in ((run.results or {}).get("entities") or {}).items()
+                        if isinstance(row, dict) and label not in ("micro", "macro")],
         "questions": [{**q, "row": [q["answers"].get(c) for c in configurations]}
                       for _p, q in sorted(by_position.items())],
         "experts": scoring.expert_summary(run),
