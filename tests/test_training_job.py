@@ -169,7 +169,7 @@ def test_with_several_gpus_the_job_trains_data_parallel(domain, bob, version, ti
     assert job.progress_done == job.progress_total > 0
 
 
-def test_a_grpo_run_trains_the_entity_extractor_and_records_its_version(domain, bob, tiny_models, sent):  # noqa: F811
+def test_a_grpo_run_trains_the_entity_extractor_and_records_its_version(domain, bob, tiny_models, sent, data_dir):  # noqa: F811
     from datasets_app.models import EntityExample
 
     from .training_engine.test_grpo import GRPO_FAST, ROWS
