@@ -33,6 +33,11 @@ LLM_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.CPT_SFT)
 TASK_KINDS = {TrainingRun.Kind.GRPO: ("entities", C.ENTITIES), TrainingRun.Kind.JUDGE_SFT: ("judge", C.JUDGE)}
 
 
+def _text(value) -> str:
+    """Model output as storable text: PostgreSQL refuses NUL characters, which small models can emit."""
+    return str(value or "").replace("\x00", "")
+
+
 def _held_split(version: DatasetVersion, kind: str) -> str:
     """The split a task model is measured on: test when it has rows, else validation (never train)."""
     counts = (version.counts or {}).get(kind) or {}
@@ -168,7 +173,8 @@ def evaluate(ctx: JobContext) -> dict:
                                    retrieved_ids=list(answer.retrieved_ids) if mode != "model_only" else None,
                                    gold_ids=gold_ids)
             EvalItem.objects.get_or_create(run=run, configuration=configuration, position=position, defaults=dict(
-                domain=ctx.domain, question=q.question, gold=q.answer, answer=answer.text, answerable=answerable,
+                domain=ctx.domain, question=q.question, gold=q.answer, answer=_text(answer.text),
+                answerable=answerable,
                 citations=[c for c in answer.to_dict().get("citations", [])][:5], metrics=metrics,
                 seconds=round(time.monotonic() - started, 3)))
             done += 1
@@ -218,7 +224,8 @@ def _evaluate_task_model(ctx: JobContext, run: EvaluationRun, configuration: str
         result = {**per_type_prf(preds, golds), "rows": len(rows), "split": split,
                   "valid_json": sum(p is not None for p in preds) / len(rows) if rows else None}
         items = [EvalItem(domain=ctx.domain, run=run, configuration=configuration, position=i, question=r.text,
-                          gold=ent.answer_json(g), answer=text, metrics={**ent.entity_f1(p, g), "valid": p is not None})
+                          gold=ent.answer_json(g), answer=_text(text),
+                          metrics={**ent.entity_f1(p, g), "valid": p is not None})
                  for i, (r, text, p, g) in enumerate(zip(rows, raw, preds, golds))]
     else:
         rows = versions.load_judge(run.dataset_version, split)
@@ -234,7 +241,7 @@ def _evaluate_task_model(ctx: JobContext, run: EvaluationRun, configuration: str
         result = {**confusion_matrix([v.label for v in verdicts], gold), "rows": len(rows), "split": split,
                   "unparsed": sum(v.label is None for v in verdicts)}
         items = [EvalItem(domain=ctx.domain, run=run, configuration=configuration, position=i, question=a["question"],
-                          gold=g, answer=v.raw, metrics={"label": v.label, "correct": v.label == g})
+                          gold=g, answer=_text(v.raw), metrics={"label": v.label, "correct": v.label == g})
                  for i, (a, v, g) in enumerate(zip(asked, verdicts, gold))]
     EvalItem.objects.bulk_create(items)
     EvaluationRun.objects.filter(pk=run.pk).update(results={configuration: result})
@@ -282,7 +289,7 @@ def _judge(ctx: JobContext, run: EvaluationRun, configuration: str, teacher_id: 
             failed += 1
             continue
         item.metrics = {**(item.metrics or {}), "judge_score": score,
-                        "judge_reason": str(result.data.get("reason", ""))[:1000]}
+                        "judge_reason": _text(result.data.get("reason", ""))[:1000]}
         EvalItem.objects.filter(pk=item.pk).update(metrics=item.metrics)
     teaching.record_usage(config, teacher.usage())  # requests and tokens per key, as recipes count them
     if failed:
