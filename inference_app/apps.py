@@ -10,8 +10,13 @@ def _chunks_changed(sender, document, chunk_ids, **kwargs):
 
 
 def _active_model_changed(sender, domain_id, kind, version, **kwargs):
-    """A new active embedding model re-embeds the chunks: the dense index belongs to one model."""
+    """A new active embedding model re-embeds the chunks: the dense index belongs to one model.
+    A new active LLM: this process lets go of the models it loaded for chat, so the memory of
+    the version that stopped serving is freed (the next question loads the new one)."""
     if kind != "embedding":
+        from inference_app.engine.generation import unload_generators
+
+        unload_generators()
         return
     from inference_app.services import refresh_if_built
 

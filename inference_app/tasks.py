@@ -131,3 +131,79 @@ def compare_embeddings(ctx: JobContext) -> dict:
     ctx.log(f"{len(encoders)} model(s) scored on {len(queries)} question(s) over {len(passages)} chunk(s)")
     return {"comparison_id": comparison.pk, "models": len(encoders), "failed": len(failed),
             "queries": len(queries)}
+
+
+@job_handler("answer_batch", _("Answer a batch of questions"))
+def answer_batch(ctx: JobContext) -> dict:
+    """Answer every question of an ``AnswerBatch``; each answer is appended to the checkpoint file
+    as it is made, so a retried job continues where it stopped."""
+    import csv
+    import io
+    import json
+
+    from inference_app import serving
+    from inference_app.models import AnswerBatch
+
+    batch = AnswerBatch.objects.filter(pk=ctx.params.get("batch_id"), domain=ctx.domain).first()
+    if batch is None:
+        ctx.fail("The batch was deleted before it started.")
+    folder = batch.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "answers.jsonl"
+    done: dict[int, dict] = {}
+    if checkpoint.exists():
+        for line in checkpoint.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed worker: answered again below
+            done[int(row["position"])] = row
+    total = len(batch.questions)
+    ctx.progress(len(done), total, message=gettext_noop("Answering the questions"))
+    try:
+        engine = serving.engine_for(ctx.domain, need_generator=(batch.mode or serving.deployment_for(ctx.domain).mode)
+                                    != "extractive")
+        mode = engine.mode_for(batch.mode or None)
+    except (serving.ServingError, ValidationError) as exc:
+        ctx.fail(" ".join(getattr(exc, "messages", [str(exc)])))
+    from inference_app.engine.answering import answer_question
+    from inference_app.engine.generation import GenerationError
+
+    with open(checkpoint, "a", encoding="utf-8") as out:
+        for position, question in enumerate(batch.questions):
+            if position in done:
+                continue
+            ctx.check_cancelled()
+            row = {"position": position, "question": question}
+            try:
+                answer = answer_question(question, **serving.call_kwargs(engine, mode, None, None))
+                row.update(answer.to_dict())
+            except GenerationError as exc:
+                row.update(error=str(exc))
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            done[position] = row
+            ctx.progress(len(done), total, message=gettext_noop("Answering the questions"))
+    version = engine.version.number if engine.version is not None else ""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(serving.CSV_COLUMNS)
+    for position in range(total):
+        row = done[position]
+        cites = row.get("citations") or []
+        writer.writerow([
+            row["question"], row.get("text", ""), {True: "yes", False: "no"}.get(row.get("covered"), ""),
+            row.get("mode", ""),
+            "; ".join(f"[{c['rank']}] {c['document']}" + (f" p.{c['page']}" if c.get("page") else "") for c in cites),
+            json.dumps([{k: c.get(k) for k in ("rank", "document", "page", "passage_id", "score")} for c in cites],
+                       ensure_ascii=False),
+            version if row.get("model_id") else "", row.get("error", ""),
+        ])
+    tmp = folder / ".answers.csv.tmp"
+    tmp.write_text("\ufeff" + buffer.getvalue(), encoding="utf-8")  # BOM: Excel opens Chinese text correctly
+    os.replace(tmp, folder / "answers.csv")
+    covered = sum(1 for r in done.values() if r.get("covered"))
+    AnswerBatch.objects.filter(pk=batch.pk).update(answered=len(done), covered=covered)
+    return {"batch_id": batch.pk, "answered": len(done), "covered": covered,
+            "errors": sum(1 for r in done.values() if r.get("error"))}

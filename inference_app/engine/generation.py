@@ -26,7 +26,7 @@ from training_app.engine.data import has_chat_template, plain_prompt_text, promp
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "transformers", "llama_cpp")
+BACKENDS = ("auto", "transformers", "llama_cpp", "remote")
 MAX_NEW_TOKENS_LIMIT = 8192
 
 
@@ -450,6 +450,61 @@ class LlamaCppGenerator:
         return f"LlamaCppGenerator({self.model_id!r})"
 
 
+# --------------------------------------------------------------------------- remote (OpenAI-compatible)
+
+
+class RemoteGenerator:
+    """A model served elsewhere behind an OpenAI-compatible ``/v1/chat/completions`` (vLLM, a
+    llama.cpp server, Ollama): the way to serve many users from GPU machines. Requests run
+    concurrently (the server batches them); no lock is held here."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout: float = 120.0, client: Any = None):
+        if not str(base_url or "").strip() or not str(model or "").strip():
+            raise GenerationError("A remote backend needs the server's base URL (for example "
+                                  "http://gpu-1:8000/v1) and the model name it serves.")
+        if client is None:
+            from openai import OpenAI
+
+            client = OpenAI(base_url=str(base_url).rstrip("/"), api_key=api_key or "none", timeout=timeout,
+                            max_retries=1)
+        self.client = client
+        self.model = str(model)
+        self.model_id = f"{str(base_url).rstrip('/')}#{model}"
+
+    def _kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        # top_k and repetition_penalty are not OpenAI fields; vLLM and llama.cpp's server read them from the body.
+        return {"temperature": float(settings.temperature), "top_p": float(settings.top_p),
+                "max_tokens": int(settings.max_new_tokens),
+                "extra_body": {"top_k": int(settings.top_k), "repetition_penalty": float(settings.repetition_penalty)}}
+
+    def _fail(self, exc: Exception) -> GenerationError:
+        return GenerationError(f"The remote model {self.model_id} failed: {type(exc).__name__}: {exc}")
+
+    def generate(self, messages_batch: Sequence[list[dict]], settings: GenerationSettings) -> list[str]:
+        out = []
+        for messages in messages_batch:
+            try:
+                result = self.client.chat.completions.create(model=self.model, messages=[dict(m) for m in messages],
+                                                             **self._kwargs(settings))
+            except Exception as exc:
+                raise self._fail(exc) from exc
+            out.append(str(result.choices[0].message.content or "").strip())
+        return out
+
+    def stream(self, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
+        try:
+            chunks = self.client.chat.completions.create(model=self.model, messages=[dict(m) for m in messages],
+                                                         stream=True, **self._kwargs(settings))
+            yield from strip_stream(str(c.choices[0].delta.content or "") for c in chunks if c.choices)
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def __repr__(self) -> str:
+        return f"RemoteGenerator({self.model_id!r})"
+
+
 # --------------------------------------------------------------------------- loading + cache
 
 
@@ -481,6 +536,8 @@ def load_generator(model_dir: str | Path, base_model: str | Path | None = None, 
         raise GenerationError("No model given: pass the model version's folder (or its .gguf file).")
     path = Path(raw).expanduser()
     chosen = _pick_backend(path, backend)
+    if chosen == "remote":
+        raise GenerationError("A remote backend is not a local file: build it with RemoteGenerator(base_url, model).")
     if not path.exists():
         kind = ".gguf file" if chosen == "llama_cpp" else "model folder"
         raise GenerationError(f"The {kind} {raw!r} does not exist (resolved to {path.resolve()}). Check the model "
@@ -527,6 +584,7 @@ __all__ = [
     "GenerationSettings",
     "Generator",
     "LlamaCppGenerator",
+    "RemoteGenerator",
     "TransformersGenerator",
     "load_generator",
     "merge_system",
