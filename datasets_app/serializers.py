@@ -50,6 +50,14 @@ class DatasetSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "stale_since", "stale_reason", "created_at"]
 
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is None and "name" not in attrs:  # the default name is as taken as a given one
+            try:
+                attrs["name"] = self.validate_name(QADataset._meta.get_field("name").default)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"name": exc.detail}) from None
+        return attrs
+
     def get_stale(self, dataset: QADataset) -> bool:
         return dataset.stale_since is not None
 

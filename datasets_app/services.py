@@ -18,6 +18,7 @@ from datasets_app.models import (
     TeacherConfig,
     TeacherKey,
 )
+from domains import audit
 from domains.models import Chunk, Domain
 
 EDITABLE = ("question", "answer", "held_out")
@@ -47,6 +48,8 @@ ACTIONS = {
     "needs_edit": QAPair.Status.NEEDS_EDIT,
     "reopen": QAPair.Status.PENDING,
 }
+DONE = {"approve": _("approved"), "reject": _("rejected"), "needs_edit": _("marked as needing an edit"),
+        "reopen": _("reopened")}
 ALLOWED = {
     QAPair.Status.PENDING: {"approve", "reject", "needs_edit"},
     QAPair.Status.NEEDS_EDIT: {"approve", "reject", "reopen"},
@@ -105,8 +108,19 @@ def edit_pair(pair: QAPair, *, by, expected_version: int | None, **changes) -> Q
 
 
 def review_pair(pair: QAPair, *, by, action: str, expected_version: int | None = None, reason: str = "",
-                question: str | None = None, answer: str | None = None) -> QAPair:
-    """Apply a review action (optionally with an edit in the same step, e.g. "edit and approve")."""
+                question: str | None = None, answer: str | None = None, audited: bool = True) -> QAPair:
+    """Apply a review action (optionally with an edit in the same step, e.g. "edit and approve").
+    ``audited``: write the domain's audit log (a bulk review writes one line for all)."""
+    pair = _review_pair(pair, by=by, action=action, expected_version=expected_version, reason=reason,
+                        question=question, answer=answer)
+    if audited:
+        audit.record(domain=pair.domain_id, by=by, action="pair.review", target=f"pair #{pair.pk}",
+                     summary=f"{action}: {pair.question[:80]}", review=action, reason=reason[:300])
+    return pair
+
+
+def _review_pair(pair: QAPair, *, by, action: str, expected_version: int | None, reason: str,
+                 question: str | None, answer: str | None) -> QAPair:
     if action not in ACTIONS:
         raise ValueError(f"unknown review action {action!r}")
     reason = (reason or "").strip()
@@ -133,10 +147,13 @@ def review_pair(pair: QAPair, *, by, action: str, expected_version: int | None =
         # The second reviewer's verdict is recorded beside the first; agreement is shown.
         return _cas_update(pair, expected_version, by, "second_review", reason,
                            second_reviewed_by=by, second_verdict=target, **fields)
+    if expected_version is not None and int(expected_version) != pair.version:
+        # Someone changed it since this reviewer loaded it: a conflict to show, not a bad transition.
+        raise EditConflict(pair, int(expected_version))
     if action not in ALLOWED[QAPair.Status(pair.status)]:
         raise InvalidTransition(
             _("A pair that is %(state)s cannot be %(action)s.")
-            % {"state": pair.get_status_display().lower(), "action": action.replace("_", " ")}
+            % {"state": pair.get_status_display().lower(), "action": DONE[action]}
         )
     fields.update(status=target, reject_reason=reason if action in ("reject", "needs_edit") else "")
     if action == "reopen":
@@ -154,10 +171,14 @@ def bulk_review(pairs, *, by, action: str = "approve") -> int:
     changed = 0
     for pair in pairs.filter(status=QAPair.Status.PENDING).select_related("dataset").order_by("pk"):
         try:
-            review_pair(pair, by=by, action=action, expected_version=pair.version, reason="bulk")
+            review_pair(pair, by=by, action=action, expected_version=pair.version, reason="bulk", audited=False)
         except EditConflict:
             continue  # someone else is on it; leave theirs
         changed += 1
+        domain_id = pair.domain_id
+    if changed:
+        audit.record(domain=domain_id, by=by, action="pair.bulk_review", summary=f"{action}: {changed} pair(s)",
+                     review=action, count=changed)
     return changed
 
 
@@ -380,6 +401,7 @@ def add_teacher_key(*, teacher: TeacherConfig, label: str, secret: str, by) -> T
     key = TeacherKey(teacher=teacher, label=(label or "").strip() or _("key"), created_by=by)
     key.set_secret(secret)
     key.save()
+    audit.record(domain=teacher.domain_id, by=by, action="teacher_key.add", target=f"{teacher.name}: {key.label}")
     return key
 
 

@@ -38,8 +38,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
+        from domains.services import revoke_api_key
+
         for key in queryset:
-            key.revoke()
+            revoke_api_key(key=key, by=request.user)
 
 
 @admin.register(Job)
@@ -80,3 +82,20 @@ class ChunkAdmin(admin.ModelAdmin):
     list_display = ["document", "ordinal", "heading", "pages_label", "length"]
     list_filter = ["domain"]
     search_fields = ["text", "document__filename", "content_hash"]
+
+
+from domains.models import AuditEvent  # noqa: E402
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "domain", "actor_label", "action", "target", "summary"]
+    list_filter = ["domain", "action"]
+    search_fields = ["target", "summary", "actor_label"]
+    readonly_fields = ["domain", "actor", "actor_label", "action", "target", "summary", "data", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # written by the services that do the work, never by hand
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -208,6 +208,7 @@ class MemberViewSet(DomainAccessMixin, viewsets.ModelViewSet):
                 domain=self.access.domain,
                 user_identifier=data.validated_data["user"],
                 role=data.validated_data["role"],
+                by=request.user,
             )
         return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -216,13 +217,13 @@ class MemberViewSet(DomainAccessMixin, viewsets.ModelViewSet):
         data = MembershipRoleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         with api_errors():
-            membership = services.change_role(membership=membership, role=data.validated_data["role"])
+            membership = services.change_role(membership=membership, role=data.validated_data["role"], by=request.user)
         return Response(self.get_serializer(membership).data)
 
     def destroy(self, request, *args, **kwargs):
         membership = self.get_object()
         with api_errors():
-            services.remove_member(membership=membership)
+            services.remove_member(membership=membership, by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -276,13 +277,12 @@ class ApiKeyViewSet(
         return _no_store(Response(body, status=status.HTTP_201_CREATED))
 
     def perform_destroy(self, instance: ApiKey) -> None:
-        instance.revoke()
+        services.revoke_api_key(key=instance, by=self.request.user)
 
     @extend_schema(summary="Revoke an API key (owners)", request=None, responses=ApiKeySerializer)
     @action(detail=True, methods=["post"])
     def revoke(self, request, *args, **kwargs):
-        key = self.get_object()
-        key.revoke()
+        key = services.revoke_api_key(key=self.get_object(), by=request.user)
         return Response(self.get_serializer(key).data)
 
 
@@ -576,6 +576,64 @@ class ChunkingView(DomainAccessMixin, generics.RetrieveUpdateAPIView):
                 by=self.request.user,
             )
         domain.job = job
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+class PipelineStartSerializer(drf_serializers.Serializer):
+    stages = drf_serializers.ListField(child=drf_serializers.CharField(), required=False,
+                                       help_text="Stages to run, in pipeline order (all by default).")
+    options = drf_serializers.DictField(required=False, help_text="Pipeline options: demo, sample, base_model, "
+                                        "embedding_model, per_chunk, test_fraction, sft, embedding, evaluation, "
+                                        "gguf_outtype.")
+    resume = drf_serializers.BooleanField(default=False, help_text="Continue the last pipeline where it stopped.")
+
+
+def _pipeline_body(job: Job | None, request) -> dict:
+    from domains import pipeline
+
+    if job is None:
+        return {"job": None, "stages": pipeline.STAGE_NAMES}
+    return {"job": JobDetailSerializer(job, context={"request": request}).data, **pipeline.outcome_of(job)}
+
+
+@extend_schema(parameters=[SLUG_PARAMETER], tags=["jobs"])
+class PipelineView(DomainAccessMixin, generics.GenericAPIView):
+    """The whole pipeline as one call: each stage a job, resumable where it stopped."""
+
+    read_role = Role.VIEWER
+    write_role = Role.EXPERT
+    serializer_class = PipelineStartSerializer
+
+    @extend_schema(summary="The domain's latest pipeline: its job, each stage's outcome, the evaluation table",
+                   responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, *args, **kwargs):
+        from domains import pipeline
+
+        return Response(_pipeline_body(pipeline.latest_pipeline(self.access.domain), request))
+
+    @extend_schema(summary="Run the pipeline (experts, read/write keys)",
+                   description="Queues a `pipeline` job that runs the stages one after the other (ingest, heldout, "
+                               "distill, approve, retrieval_data, freeze, embedding, promote_embedding, index, sft, "
+                               "evaluate, promote, export, serve); `resume` restarts the last one where it stopped. "
+                               "Poll `GET` (or the job) for progress. The promote stages change what the domain "
+                               "serves: only a signed-in owner may run them (experts and keys leave them out).",
+                   request=PipelineStartSerializer, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, *args, **kwargs):
+        from domains import pipeline
+
+        data = PipelineStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        owner = self.access.is_owner and self.access.api_key is None  # promotion stays with signed-in owners
+        with api_errors():
+            if data.validated_data["resume"]:
+                job = pipeline.resume_pipeline(domain=self.access.domain, by=request.user, may_promote=owner)
+            else:
+                job = pipeline.start_pipeline(domain=self.access.domain, by=request.user,
+                                              stages=data.validated_data.get("stages"),
+                                              options=data.validated_data.get("options"), may_promote=owner)
+        return Response(_pipeline_body(job, request), status=status.HTTP_202_ACCEPTED)
 
 
 # --- user tokens -------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """API authentication by domain-scoped key: ``Authorization: Bearer vsm_…`` or ``Api-Key vsm_…``."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.throttling import SimpleRateThrottle
 
 from domains.models import ApiKey
 
@@ -39,3 +41,24 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "A domain API key: `Bearer vsm_…`"}
+
+
+class ApiRateThrottle(SimpleRateThrottle):
+    """Every API request counts against its caller (an API key, a user, else the address):
+    ``VSM_API_RATE`` (default 600/minute), in the shared cache. The serving endpoints have their
+    own, per-domain limit."""
+
+    scope = "api"
+
+    def get_rate(self):
+        return settings.VSM_API_RATE
+
+    def get_cache_key(self, request, view):
+        auth = getattr(request, "auth", None)
+        if isinstance(auth, ApiKey):
+            ident = f"key:{auth.prefix}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}

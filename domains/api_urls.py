@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from datasets_app import api as datasets_api
 from domains import api
 from inference_app import api as inference_api
+from inference_app import api_serving
 from training_app import api as training_api
 
 app_name = "api"
@@ -26,6 +27,7 @@ router.register(rf"{in_domain}/runs", training_api.TrainingRunViewSet, basename=
 router.register(rf"{in_domain}/models", training_api.ModelVersionViewSet, basename="model-version")
 router.register(rf"{in_domain}/exports", training_api.ModelExportViewSet, basename="model-export")
 router.register(rf"{in_domain}/evaluations", training_api.EvaluationRunViewSet, basename="evaluation")
+router.register(rf"{in_domain}/batches", api_serving.AnswerBatchViewSet, basename="answer-batch")
 router.register(rf"{in_domain}/embedding-comparisons", inference_api.EmbeddingComparisonViewSet,
                 basename="embedding-comparison")
 
@@ -35,9 +37,12 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", api.LocalRedocView.as_view(url_name="api:schema"), name="redoc"),
     re_path(rf"^{in_domain}/chunking/$", api.ChunkingView.as_view(), name="domain-chunking"),
+    re_path(rf"^{in_domain}/pipeline/$", api.PipelineView.as_view(), name="pipeline"),
     re_path(rf"^{in_domain}/retrieval/$", inference_api.RetrievalIndexView.as_view(), name="retrieval-index"),
     re_path(rf"^{in_domain}/retrieval/build/$", inference_api.RetrievalBuildView.as_view(), name="retrieval-build"),
     re_path(rf"^{in_domain}/retrieval/search/$", inference_api.RetrievalSearchView.as_view(),
             name="retrieval-search"),
+    re_path(rf"^{in_domain}/ask/$", api_serving.AskView.as_view(), name="ask"),
+    re_path(rf"^d/(?P<slug>{api.SLUG_REGEX})/ask/?$", api_serving.AskView.as_view(), name="ask-short"),
     *router.urls,
 ]

@@ -23,6 +23,7 @@ class DomainsConfig(AppConfig):
                 "domains", "datasets_app", "training_app", "inference_app"
             }:
                 import_module(f"{config.name}.tasks")
+        import_module("domains.pipeline")  # the pipeline job and its steps
         post_migrate.connect(_install_schedule, sender=self)
 
         from domains import stages

@@ -15,6 +15,7 @@ reliability"):
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -27,8 +28,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_noop  # messages are stored in English and translated when shown
 
@@ -81,16 +82,33 @@ def registered_kinds() -> dict[str, JobKind]:
     return dict(_REGISTRY)
 
 
+def queue_for(kind: str) -> str | None:
+    """The django-q2 queue of a job kind: VSM_GPU_QUEUE for the GPU kinds when set, else the main one."""
+    if settings.VSM_GPU_QUEUE and kind in settings.VSM_GPU_JOB_KINDS:
+        return settings.VSM_GPU_QUEUE
+    return None
+
+
 def _send(job_id: int) -> None:
-    """Hand a job id to the broker (transport only)."""
+    """Hand a job id to the broker (transport only), on the queue of its kind."""
     from django_q.tasks import async_task
 
-    async_task(TASK_PATH, job_id, task_name=f"job-{job_id}", group="vsm-jobs")
+    kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first() or ""
+    queue = queue_for(kind)
+    async_task(TASK_PATH, job_id, task_name=f"job-{job_id}", group="vsm-jobs", **({"cluster": queue} if queue else {}))
 
 
 def _dispatch(job_id: int) -> None:
+    """Send the id; when the broker is down (Redis restarting), keep the job queued, unsent: the
+    reaper sends it again within a minute. Never an error for whoever queued the job."""
     Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
-    _send(job_id)
+    try:
+        _send(job_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the row is the truth, sending is retried
+        logger.warning("job %s could not be handed to the broker (%s: %s); it will be sent again",
+                       job_id, type(exc).__name__, exc)
+        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+            enqueued_at=None, message=gettext_noop("Waiting for the job queue"))
 
 
 def enqueue_job(*, domain: Domain, kind: str, params: dict | None = None, created_by=None) -> Job:
@@ -109,8 +127,29 @@ def enqueue_job(*, domain: Domain, kind: str, params: dict | None = None, create
     return job
 
 
+def restart_job(job: Job, *, by=None) -> Job:
+    """Queue a failed or cancelled job again. Its handler continues from what the job finished before
+    (every handler checkpoints), so this is "resume", not "start over"."""
+    updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).update(
+        status=Job.Status.QUEUED, cancel_requested=False, attempts=0, error="", finished_at=None,
+        lease_owner="", lease_expires_at=None, message=gettext_noop("Waiting for a worker"),
+        log_tail=_append_log(job.log_tail, f"{timezone.now():%H:%M:%S} started again"
+                                           + (f" by {by}" if by is not None and by.is_authenticated else "")),
+    )
+    if updated:
+        transaction.on_commit(lambda: _dispatch(job.pk))
+    job.refresh_from_db()
+    return job
+
+
 def cancel_job(job: Job) -> Job:
-    """Cancel a queued job at once; ask a running one to stop at its next check."""
+    """Cancel a queued job at once; ask a running one to stop at its next check. A job that runs
+    another one inside it (the pipeline) names it in ``result["child_job"]``; that one is cancelled too."""
+    child = (job.result or {}).get("child_job")
+    if child and child != job.pk:
+        found = Job.objects.filter(pk=child, domain_id=job.domain_id).first()
+        if found is not None and not found.is_finished:
+            cancel_job(found)
     now = timezone.now()
     if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
         status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, message=gettext_noop("Cancelled")
@@ -276,14 +315,57 @@ def run_job(job_id: int) -> str:
         return _finish(ctx, Job.Status.CANCELLED, message=gettext_noop("Cancelled"))
     except JobError as exc:
         return _finish(ctx, Job.Status.FAILED, error=str(exc))
+    except (OperationalError, InterfaceError) as exc:  # the database went away: transient
+        return _retry_after_database_error(ctx, job, exc)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return _crashed(ctx, job_id, exc)
+        where = exc.filename or settings.VSM_DATA_DIR
+        return _finish(ctx, Job.Status.FAILED, error=(
+            f"The disk is full (writing {where}). Free space on the disk that holds VSM_DATA_DIR (or move it) "
+            "and start the job again: what it finished before is kept."))
     except Exception as exc:
-        logger.exception("job %s crashed", job_id)
-        ctx._log = _append_log(ctx._log, traceback.format_exc(limit=8))
-        return _finish(ctx, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return _crashed(ctx, job_id, exc)
     finally:
         beat.stop_event.set()
         beat.join(timeout=5)
     return _finish(ctx, Job.Status.SUCCEEDED, result=result or {}, message=gettext_noop("Done"))
+
+
+def _crashed(ctx: JobContext, job_id: int, exc: Exception) -> str:
+    logger.exception("job %s crashed", job_id)
+    ctx._log = _append_log(ctx._log, traceback.format_exc(limit=8))
+    return _finish(ctx, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after_database_error(ctx: JobContext, job: Job, exc: Exception, waits=(1, 2, 4, 8, 15, 30)) -> str:
+    """The database went away mid-job (a restart, a failover). Wait for it, then put the job back in
+    the queue (its finished work is kept; the retry continues), or fail it after max_attempts. If the
+    database stays away, the row stays RUNNING and the reaper requeues it when the lease expires."""
+    import time
+
+    logger.warning("job %s: database error, will retry: %s", job.pk, exc)
+    for wait in (0, *waits):
+        time.sleep(wait)
+        try:
+            if not connection.in_atomic_block:  # a worker's own connection: drop the broken one
+                connection.close()
+            if job.attempts >= job.max_attempts:
+                return _finish(ctx, Job.Status.FAILED, error=(
+                    f"The database was unavailable ({type(exc).__name__}: {exc}) on each of {job.attempts} "
+                    "attempt(s). Check the database server; the job can be started again."))
+            if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():  # nobody would take it again
+                return _finish(ctx, Job.Status.CANCELLED, message=gettext_noop("Cancelled"))
+            note = f"{timezone.now():%H:%M:%S} database error ({type(exc).__name__}); requeued"
+            if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=ctx._token).update(
+                status=Job.Status.QUEUED, lease_owner="", lease_expires_at=None,
+                message=gettext_noop("Requeued after a database error"), log_tail=_append_log(ctx._log, note),
+            ):
+                _dispatch(job.pk)
+            return "requeued"
+        except (OperationalError, InterfaceError):
+            continue
+    return "database unavailable"
 
 
 def _finish(ctx: JobContext, status: str, *, error: str = "", result: dict | None = None, message: str = "") -> str:
@@ -348,7 +430,8 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
             logger.warning("job %s requeued: %s", job.pk, note)
             _dispatch(job.pk)
     lost_before = now - timedelta(seconds=max(600, 10 * settings.VSM_JOB_LEASE))
-    for job_id in Job.objects.filter(status=Job.Status.QUEUED, enqueued_at__lt=lost_before).values_list(
+    unsent = Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=5))  # the broker was down
+    for job_id in Job.objects.filter(Q(enqueued_at__lt=lost_before) | unsent, status=Job.Status.QUEUED).values_list(
         "pk", flat=True
     ):
         # Harmless if the first message still arrives: only one delivery can take the job.

@@ -47,6 +47,10 @@ class Domain(models.Model):
     chunk_overlap_chars = models.PositiveIntegerField(
         _("chunk overlap (characters)"), default=200, validators=[MaxValueValidator(5000)]
     )
+    demo_mode = models.BooleanField(
+        _("demo mode"), default=False,
+        help_text=_("The pipeline approved this domain's QA pairs automatically, without expert review."),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -398,3 +402,32 @@ class Chunk(models.Model):
         if self.page_end in (None, self.page_start):
             return str(self.page_start)
         return f"{self.page_start}–{self.page_end}"
+
+
+class AuditEventQuerySet(DomainOwnedQuerySet):
+    pass
+
+
+class AuditEvent(models.Model):
+    """Who did what that matters in a domain: reviews, promotions, exports, keys, members, the
+    deployment. Written by the services that do it (``domains.audit.record``); read by owners."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    actor_label = models.CharField(max_length=200, blank=True, help_text=_("kept when the user is deleted"))
+    action = models.CharField(_("action"), max_length=40, db_index=True)
+    target = models.CharField(_("target"), max_length=200, blank=True)
+    summary = models.CharField(_("summary"), max_length=500, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

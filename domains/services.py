@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
-from domains import storage
+from domains import audit, storage
 from domains.jobs import enqueue_job
 from domains.models import ApiKey, Document, Domain, Job, Membership, Role
 from domains.signals import chunks_removed
@@ -39,13 +39,15 @@ def find_user(identifier: str):
 
 
 @transaction.atomic
-def add_member(*, domain: Domain, user_identifier: str, role: str) -> Membership:
+def add_member(*, domain: Domain, user_identifier: str, role: str, by=None) -> Membership:
     user = find_user(user_identifier)
     if role not in Role.values:
         raise ValidationError({"role": _("Unknown role %(role)s.") % {"role": role}})
     if Membership.objects.filter(domain=domain, user=user).exists():
         raise ValidationError({"user": _("%(user)s is already a member.") % {"user": user.username}})
-    return Membership.objects.create(domain=domain, user=user, role=role)
+    membership = Membership.objects.create(domain=domain, user=user, role=role)
+    audit.record(domain=domain, by=by, action="member.add", target=user.username, summary=f"as {role}", role=role)
+    return membership
 
 
 def _other_owners(membership: Membership) -> bool:
@@ -57,23 +59,28 @@ def _other_owners(membership: Membership) -> bool:
 
 
 @transaction.atomic
-def change_role(*, membership: Membership, role: str) -> Membership:
+def change_role(*, membership: Membership, role: str, by=None) -> Membership:
     if role not in Role.values:
         raise ValidationError({"role": _("Unknown role %(role)s.") % {"role": role}})
     # Lock the domain's owner rows so two concurrent demotions cannot leave it ownerless.
     list(Membership.objects.select_for_update().filter(domain=membership.domain, role=Role.OWNER))
     if membership.role == Role.OWNER and role != Role.OWNER and not _other_owners(membership):
         raise ValidationError({"role": _("A domain needs at least one owner.")})
+    before = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
+    audit.record(domain=membership.domain, by=by, action="member.role", target=membership.user.username,
+                 summary=f"{before} → {role}", before=before, after=role)
     return membership
 
 
 @transaction.atomic
-def remove_member(*, membership: Membership) -> None:
+def remove_member(*, membership: Membership, by=None) -> None:
     list(Membership.objects.select_for_update().filter(domain=membership.domain, role=Role.OWNER))
     if membership.role == Role.OWNER and not _other_owners(membership):
         raise ValidationError({"user": _("A domain needs at least one owner.")})
+    audit.record(domain=membership.domain, by=by, action="member.remove", target=membership.user.username,
+                 summary=f"was {membership.role}", role=membership.role)
     membership.delete()
 
 
@@ -84,7 +91,17 @@ def issue_api_key(*, domain: Domain, name: str, scope: str, created_by) -> tuple
         raise ValidationError({"name": _("Give the key a name, e.g. the system that will use it.")})
     if scope not in ApiKey.Scope.values:
         raise ValidationError({"scope": _("Unknown scope %(scope)s.") % {"scope": scope}})
-    return ApiKey.issue(domain=domain, name=name, scope=scope, created_by=created_by)
+    key, secret = ApiKey.issue(domain=domain, name=name, scope=scope, created_by=created_by)
+    audit.record(domain=domain, by=created_by, action="key.create", target=str(key), summary=f"scope {scope}",
+                 scope=scope, prefix=key.prefix)
+    return key, secret
+
+
+def revoke_api_key(*, key: ApiKey, by) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoke()
+        audit.record(domain=key.domain_id, by=by, action="key.revoke", target=str(key), prefix=key.prefix)
+    return key
 
 
 SELFCHECK_MAX_STEPS = 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -68,8 +68,11 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The pipeline at a glance, and the work running now."""
+    from domains import pipeline
+
     access = gate.for_request(request, slug)
     domain = access.domain
+    latest = pipeline.latest_pipeline(domain)
     context = {
         "access": access,
         "domain": domain,
@@ -77,8 +80,35 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "active_jobs": Job.objects.for_domain(domain).active().select_related("domain"),
         "job_count": Job.objects.for_domain(domain).count(),
         "section": "dashboard",
+        "pipeline_job": latest,
+        "pipeline_stages": pipeline.outcome_of(latest)["stages"] if latest else [],
     }
     return render(request, "domains/dashboard.html", context)
+
+
+@login_required
+@require_POST
+def pipeline_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Run the whole pipeline (or resume the last one) as a job; its stages show on the dashboard."""
+    from domains import pipeline
+
+    access = gate.for_request(request, slug, min_role=Role.EXPERT)
+    try:
+        if request.POST.get("resume"):
+            pipeline.resume_pipeline(domain=access.domain, by=request.user, may_promote=access.is_owner)
+        else:
+            # Experts run everything but the promote stages, which change what the domain serves.
+            stages = None if access.is_owner else [s for s in pipeline.STAGE_NAMES if s not in pipeline.PROMOTING]
+            pipeline.start_pipeline(domain=access.domain, by=request.user, stages=stages,
+                                    options={"demo": bool(request.POST.get("demo"))}, may_promote=access.is_owner)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("The pipeline is queued; a worker runs its stages one after the other."))
+    return redirect("domain-dashboard", access.domain.slug)
 
 
 # Jobs ---------------------------------------------------------------------------------------
@@ -215,7 +245,8 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid():
         try:
             membership = services.add_member(
-                domain=access.domain, user_identifier=form.cleaned_data["user"], role=form.cleaned_data["role"]
+                domain=access.domain, user_identifier=form.cleaned_data["user"], role=form.cleaned_data["role"],
+                by=request.user,
             )
         except ValidationError as exc:
             apply_errors(form, exc)
@@ -243,7 +274,7 @@ def member_role(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         messages.error(request, _("Choose one of the roles."))
     else:
         try:
-            services.change_role(membership=membership, role=form.cleaned_data["role"])
+            services.change_role(membership=membership, role=form.cleaned_data["role"], by=request.user)
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         else:
@@ -262,7 +293,7 @@ def member_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     access = gate.for_request(request, slug, min_role=Role.OWNER)
     membership = _membership_of(access, pk)
     try:
-        services.remove_member(membership=membership)
+        services.remove_member(membership=membership, by=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("member-list", access.domain.slug)
@@ -321,6 +352,26 @@ def key_revoke(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     access = gate.for_request(request, slug, min_role=Role.OWNER)
     key = get_object_or_404(ApiKey, domain=access.domain, pk=pk)
     if key.is_active:
-        key.revoke()
+        services.revoke_api_key(key=key, by=request.user)
         messages.success(request, _("Key “%(name)s” revoked; it no longer works.") % {"name": key.name})
     return redirect("key-list", access.domain.slug)
+
+
+@login_required
+@require_GET
+def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
+    """Owners read who did what in the domain: reviews, promotions, exports, keys, members, the chat deployment."""
+    from django.core.paginator import Paginator
+
+    from domains import audit
+    from domains.models import AuditEvent
+
+    access = gate.for_request(request, slug, min_role=Role.OWNER)
+    events = AuditEvent.objects.for_domain(access.domain).select_related("actor")
+    action = request.GET.get("action", "")
+    if action in audit.ACTIONS:
+        events = events.filter(action=action)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(request, "domains/audit_log.html", {
+        "access": access, "domain": access.domain, "section": "audit", "page": page,
+        "actions": sorted(audit.ACTIONS), "action": action})

@@ -21,5 +21,9 @@ ensure_venv() {
     "$py" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$py" -m venv .venv; }
   fi
   step "Installing Python packages from $req"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
+  # A download cut short or altered on the way fails pip's hash check; the second try skips
+  # pip's cache and fetches every file again.
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req" \
+    || { echo "pip failed; trying once more without its cache" >&2
+         .venv/bin/python -m pip install -q --disable-pip-version-check --no-cache-dir -r "$req"; }
 }

@@ -10,7 +10,23 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 command -v chromium >/dev/null || { step "Installing Chromium for the browser tests"; apt_install chromium; }
+# Chinese text and emoji in the browser tests' screenshots (the user guide shows them).
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || ! command -v apt-get >/dev/null || { step "Installing CJK and emoji fonts for the screenshots"
+  apt_install fonts-noto-cjk fonts-noto-color-emoji || echo "Fonts not installed: screenshots show boxes for Chinese."; }
+# llama-cpp-python compiles llama.cpp from source. Built for this CPU's newest instructions (its
+# default), it has segfaulted in decode on machines with AMX / AVX-512; a build for AVX2 runs on
+# every x86-64 machine of the last decade. A wheel already in pip's cache is checked, and rebuilt
+# once if it crashes.
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+[ "$(uname -m)" = x86_64 ] && export CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE_ARGS}"
 ensure_venv requirements-dev.txt
+if ! .venv/bin/python scripts/llama_smoke.py; then
+  step "Rebuilding llama-cpp-python for AVX2 (the build in pip's cache crashed on this CPU)"
+  .venv/bin/python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+    "$(grep -i '^llama-cpp-python' requirements-dev.txt | sed 's/\[server\]//')"
+  .venv/bin/python scripts/llama_smoke.py || { echo "llama-cpp-python crashes on this machine" >&2; exit 1; }
+fi
 bash scripts/gguf_converter.sh  # llama.cpp's GGUF converter, in its own folder (see the script)
 
 PG_URL="${VSM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"

@@ -15,3 +15,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # One test database file per pytest process, so runs side by side do not share one.
     _test = Path(DATABASES["default"]["TEST"]["NAME"])  # noqa: F405
     DATABASES["default"]["TEST"]["NAME"] = str(_test.with_name(f"{_test.stem}_{os.getpid()}{_test.suffix}"))  # noqa: F405
+
+# Counts in the cache (API rate limits, failed log-ins) start afresh in every test run.
+CACHES["default"]["KEY_PREFIX"] = f"vsm-test-{os.getpid()}"  # noqa: F405
+if "LOCATION" in CACHES["default"] and CACHES["default"]["BACKEND"].endswith("FileBasedCache"):  # noqa: F405
+    CACHES["default"]["LOCATION"] += f"-{os.getpid()}"  # noqa: F405
+# The suite makes thousands of API calls a minute as the same few users; tests of the limit set it.
+VSM_API_RATE = "1000000/minute"

@@ -440,3 +440,13 @@ def test_import_entities_and_retrieval_examples_by_format(api_as, bob, dataset):
     assert example.positive_text == "每人每天500元。" and example.negatives[0][1] == "差旅期限10天。"
     bad = client.post(f"{detail(dataset)}import/", upload("x.jsonl", flag, format="parquet"))
     assert bad.status_code == 400 and "format" in bad.data
+
+
+def test_a_second_dataset_with_a_taken_name_is_400_not_500(api_as, alice, domain):
+    api = api_as(alice)
+    assert api.post("/api/domains/finance/datasets/", {"name": "faq"}, format="json").status_code == 201
+    again = api.post("/api/domains/finance/datasets/", {"name": "faq"}, format="json")
+    assert again.status_code == 400 and "already has a dataset of that name" in str(again.data["name"])
+    assert api.post("/api/domains/finance/datasets/", {}, format="json").status_code == 201  # the default, "main"
+    default_again = api.post("/api/domains/finance/datasets/", {}, format="json")
+    assert default_again.status_code == 400 and "already has a dataset of that name" in str(default_again.data["name"])

@@ -254,3 +254,16 @@ def test_token_endpoint_is_throttled(db, alice, monkeypatch):
     codes = [client.post(TOKEN, {"username": "alice", "password": "guess"}, format="json").status_code
              for _ in range(3)]
     assert codes == [400, 400, 429]
+
+
+def test_every_api_endpoint_is_rate_limited_per_caller(db, alice, bob, domain, settings):
+    settings.VSM_API_RATE = "3/minute"
+    alice_api, bob_api = APIClient(), APIClient()
+    alice_api.force_login(alice)
+    bob_api.force_login(bob)
+    assert [alice_api.get(LIST).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert bob_api.get(f"/api/domains/{domain.slug}/jobs/").status_code == 200  # bob has his own budget
+    key, secret = ApiKey.issue(domain=domain, name="crm", scope="read", created_by=alice)
+    keyed = APIClient()
+    keyed.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert [keyed.get(LIST).status_code for _ in range(4)][-1] == 429

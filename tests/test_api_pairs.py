@@ -295,6 +295,15 @@ def test_stale_review_is_409(api_as, alice, bob, pair):
     assert pair.status == "pending"
 
 
+def test_two_experts_approving_the_same_version_the_second_gets_409_not_a_transition_error(api_as, alice, bob, pair):
+    first = api_as(alice).post(f"{detail(pair)}review/", {"action": "approve", "version": 1}, format="json")
+    assert first.status_code == 200
+    second = api_as(bob).post(f"{detail(pair)}review/", {"action": "approve", "version": 1}, format="json")
+    assert second.status_code == 409 and second.data["current"]["status"] == "approved"
+    again = api_as(bob).post(f"{detail(pair)}review/", {"action": "approve", "version": 2}, format="json")
+    assert again.status_code == 400 and "cannot be approved" in str(again.data)  # a real bad transition says so
+
+
 def test_double_review_records_the_second_verdict(api_as, alice, bob, dataset, pair):
     QADataset.objects.filter(pk=dataset.pk).update(double_review=True)
     first = api_as(bob).post(f"{detail(pair)}review/", {"action": "approve"}, format="json")

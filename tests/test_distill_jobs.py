@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -153,7 +154,9 @@ def test_api_teacher_pairs_are_labelled_and_usage_is_counted_per_key(domain, dat
     assert server.requests[0]["key"] == SECRETS[0]
 
 
-def test_when_every_key_is_exhausted_the_job_says_so_and_keeps_its_pairs(domain, dataset, alice, sent, server):  # noqa: F811
+def test_when_every_key_is_exhausted_the_job_says_so_and_keeps_its_pairs(domain, dataset, alice, sent, server,  # noqa: F811
+                                                                        caplog):
+    caplog.set_level(logging.DEBUG)
     make_chunks(domain, [("c1", "A claim needs an invoice."), ("c2", "Hotels cost at most 500 yuan."),
                          ("c3", "Taxis need a receipt.")])
     good = {"pairs": [{"question": "What does a reimbursement claim need?", "answer": "An invoice.",
@@ -165,6 +168,8 @@ def test_when_every_key_is_exhausted_the_job_says_so_and_keeps_its_pairs(domain,
     assert "set aside" in job.error and "1 new row(s)" in job.error
     assert QAPair.objects.filter(dataset=dataset).count() == 1
     everything = job.error + job.log_tail + json.dumps(job.result) + job.message
+    assert caplog.records  # the job and the key pool logged what happened …
+    everything += "\n".join(r.getMessage() + str(r.exc_text or "") for r in caplog.records)  # … without a secret
     for secret in SECRETS:
         assert secret not in everything and secret[:12] not in everything
     assert {k.label: k.failures for k in TeacherKey.objects.filter(teacher=teacher)} == {"k1": 1, "k2": 1}

@@ -219,6 +219,104 @@ def test_expert_aggregates_and_disagreements(scored_run, domain, alice, bob, ver
     assert found == {("model_rag", 0): ["experts"], ("base_rag", 1): ["automatic"]}
 
 
+@pytest.fixture
+def second_version_run(domain, evalset):
+    """Another version's evaluation on the same held-out questions, with its own answers."""
+    v2 = ModelVersion.objects.create(domain=domain, number=2, kind="sft", base_model="tiny")
+    run = finished(domain, v2, evalset["version"], {"model_rag": {}})
+    for position in range(20):
+        EvalItem.objects.create(domain=domain, run=run, configuration="model_rag", position=position,
+                                question=f"Q{position}", gold="g", answer=f"V2-{position}", metrics={"correct": True})
+    return run
+
+
+def test_two_versions_answers_are_paired_by_question_and_shown_blind(scored_run, second_version_run, domain, bob,
+                                                                       alice, client_as):
+    pairs = [scoring.next_pair(scored_run, bob, "model_rag", "model_rag", p, other=second_version_run)
+             for p in range(20)]
+    assert all({i.run_id for i in pair.answers} == {scored_run.pk, second_version_run.pk} for pair in pairs)
+    assert all({i.answer for i in pair.answers} == {f"A{p}", f"V2-{p}"} for p, pair in enumerate(pairs))
+    firsts = [pair.answers[0].run_id for pair in pairs]
+    assert set(firsts) == {scored_run.pk, second_version_run.pk}  # both orders occur
+    assert firsts != [scoring.next_pair(scored_run, alice, "model_rag", "model_rag", p,
+                                        other=second_version_run).answers[0].run_id for p in range(20)]
+
+    client = client_as(bob)
+    url = f"/d/{domain.slug}/evaluations/{scored_run.pk}/score/?a=model_rag&b=model_rag&vs={second_version_run.pk}"
+    page = client.get(url).content.decode()
+    assert f'<option value="{second_version_run.pk}" selected>' in page  # the chooser names the other run
+    form = page[page.index('id="score-form"'):]
+    form = form[:form.index("</form>")]
+    for hidden in ("v1", "v2", "Fine-tuned", "item_id"):
+        assert hidden not in form
+    pair = scoring.next_pair(scored_run, bob, "model_rag", "model_rag", other=second_version_run)
+    response = client.post(url, {"a": "model_rag", "b": "model_rag", "vs": second_version_run.pk,
+                                 "position": pair.position, "score1": 2, "score2": 5})
+    assert response.status_code == 302 and f"vs={second_version_run.pk}" in response["Location"]
+    saved = {s.item.answer: s.score for s in ExpertScore.objects.filter(expert=bob).select_related("item")}
+    assert saved == {pair.answers[0].answer: 2, pair.answers[1].answer: 5}
+
+
+def test_runs_on_other_questions_or_the_same_side_twice_cannot_be_paired(scored_run, second_version_run, domain,
+                                                                           evalset, bob, client_as):
+    with pytest.raises(ValidationError, match="two different answers"):
+        scoring.next_pair(scored_run, bob, "model_rag", "model_rag")
+    with pytest.raises(ValidationError, match="two different answers"):
+        scoring.next_pair(scored_run, bob, "model_rag", "base_rag", other=second_version_run)  # v2 has no base_rag
+    dv = evalset["version"]
+    other_questions = type(dv).objects.create(domain=domain, dataset=dv.dataset, number=dv.number + 1,
+                                              content_hash="x", version_hash="y", storage_path="elsewhere")
+    EvaluationRun.objects.filter(pk=second_version_run.pk).update(dataset_version=other_questions)
+    second_version_run.refresh_from_db()
+    with pytest.raises(ValidationError, match="same held-out questions"):
+        scoring.next_pair(scored_run, bob, "model_rag", "model_rag", other=second_version_run)
+    assert second_version_run not in scoring.comparable_runs(scored_run)
+    page = client_as(bob).get(f"/d/{domain.slug}/evaluations/{scored_run.pk}/score/"
+                              f"?a=model_rag&b=model_rag&vs={second_version_run.pk}")
+    assert page.status_code == 200 and 'id="pair-error"' in page.content.decode()
+    assert not ExpertScore.objects.exists()
+
+
+def test_expert_scores_roll_up_per_version_on_the_leaderboard(scored_run, second_version_run, domain, alice, bob,
+                                                                vera, client_as):
+    items = {(i.run_id, i.configuration, i.position): i for i in EvalItem.objects.all()}
+    for position, (s1, s2) in enumerate([(2, 5), (3, 4), (2, 5)]):
+        ExpertScore.objects.create(domain=domain, item=items[(scored_run.pk, "model_rag", position)], expert=alice,
+                                   score=s1)
+        ExpertScore.objects.create(domain=domain, item=items[(second_version_run.pk, "model_rag", position)],
+                                   expert=bob, score=s2)
+    rows = scoring.version_summary(domain)
+    assert [(r["number"], r["configuration"], r["n"]) for r in rows] == [(2, "model_rag", 3), (1, "model_rag", 3)]
+    assert rows[0]["mean"] == pytest.approx(14 / 3) and rows[1]["mean"] == pytest.approx(7 / 3)
+    assert rows[0]["low"] < rows[0]["mean"] < rows[0]["high"] and rows[0]["experts"] == 1
+    page = client_as(vera).get(f"/d/{domain.slug}/evaluations/").content.decode()
+    section = page[page.index('id="version-scores"'):]
+    assert section.index('data-version="2"') < section.index('data-version="1"')  # best first
+    assert 'class="ci-plot"' in section and "4.67" in section
+
+
+def test_owners_set_the_promotion_gate_and_nobody_else_can(domain, alice, bob, evalset, client_as):
+    url = f"/d/{domain.slug}/evaluations/policy/"
+    form = {"configuration": "model", "drop_accuracy": "0.05", "drop_hallucination_rate": "0", "probe_max_drop": "0.2"}
+    assert client_as(bob).post(url, form).status_code == 403  # experts do not set the gate
+    page = client_as(bob).get(f"/d/{domain.slug}/evaluations/").content.decode()
+    assert 'id="policy-form"' not in page and 'id="gate-policy"' in page
+    client = client_as(alice)
+    assert client.post(url, form).status_code == 302
+    policy = PromotionPolicy.objects.get(domain=domain)
+    assert (policy.configuration, policy.metrics, policy.probe_max_drop) == (
+        "model", {"accuracy": 0.05, "hallucination_rate": 0.0}, 0.2)
+    finished(domain, evalset["model"], evalset["version"], {"model": {"accuracy": 0.57, "hallucination_rate": 0.1},
+                                                           "base": {"accuracy": 0.6, "hallucination_rate": 0.1}})
+    assert gate_for(evalset["model"]).allowed  # 0.03 below its base, 0.05 allowed now
+    for bad in ({**form, "drop_accuracy": "", "drop_hallucination_rate": ""}, {**form, "probe_max_drop": "2"},
+                {**form, "configuration": "judge"}):
+        response = client.post(url, bad)
+        assert response.status_code == 400 and 'id="policy-form"' in response.content.decode()
+    policy.refresh_from_db()
+    assert policy.metrics == {"accuracy": 0.05, "hallucination_rate": 0.0}  # a refused edit changes nothing
+
+
 # Reports and the API -------------------------------------------------------------------------
 
 
@@ -328,3 +426,15 @@ def test_task_models_get_per_type_f1_and_a_confusion_matrix(domain, bob, task_ve
     assert 'data-label="rows"' not in page and 'data-label="split"' not in page
     assert 'class="table compact confusion"' in client_as(bob).get(
         f"/d/{domain.slug}/evaluations/{judge.pk}/").content.decode()
+
+
+def test_the_admin_shows_expert_scores_and_disagreements(scored_run, domain, alice, bob, client):
+    from django.contrib.auth import get_user_model
+
+    item = EvalItem.objects.get(run=scored_run, configuration="model_rag", position=3)
+    for expert, score in ((alice, 5), (bob, 1)):
+        ExpertScore.objects.create(domain=domain, item=item, expert=expert, score=score)
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.org", "pw"))
+    page = client.get(f"/admin/training_app/evaluationrun/{scored_run.pk}/change/").content.decode()
+    assert "n=2, mean 3.00" in page
+    assert '<div class="disagreement">#3 Q3 · model_rag · scores 5, 1 · automatic right · experts</div>' in page

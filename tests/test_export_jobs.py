@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 
 from domains.jobs import run_job
 from domains.models import Job
+from tests.llama_helpers import llama_greedy as run_llama_greedy
 from tests.training_engine.tiny_gemma import PROMPT, gemma_tokenizer_dir, tiny_gemma_gguf  # noqa: F401
 from training_app import export_tasks, services
 from training_app.engine import export as engine
@@ -64,17 +65,7 @@ def converter_or_skip():
 
 
 def llama_greedy(path: Path, n: int = 6) -> list[int]:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, verbose=False, seed=0)
-    ids = llm.tokenize(PROMPT.encode(), add_bos=True, special=False)
-    out = []
-    for tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
-        out.append(int(tok))
-        if len(out) == n:
-            break
-    llm.close()
-    return out
+    return run_llama_greedy(path, PROMPT, n)[1]
 
 
 def hf_greedy(folder: Path, n: int = 6) -> list[int]:

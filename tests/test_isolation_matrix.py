@@ -71,7 +71,19 @@ def ids(domain, alice, bob, data_dir):
 
     evaluation = EvaluationRun.objects.create(domain=domain, model_version=model, dataset_version=version,
                                               configurations=["base", "model"])
+    from inference_app.models import Conversation, Message
+
+    conversation = Conversation.objects.create(domain=domain, user=alice, title="报销")
+    Message.objects.create(domain=domain, conversation=conversation, role="user", content="报销？")
+    answer = Message.objects.create(domain=domain, conversation=conversation, role="assistant", content="发票。")
+    from inference_app.models import AnswerBatch
+
+    batch = AnswerBatch.objects.create(domain=domain, filename="q.csv", questions=["报销？"],
+                                       storage_path=f"domains/{domain.slug}/batches/1")
+    batch.folder.mkdir(parents=True)
+    (batch.folder / "answers.csv").write_text("question,answer\n报销？,发票。\n", encoding="utf-8")
     return {
+        "batches": batch.pk, "chat": conversation.pk, "messages": answer.pk,
         "evaluations": evaluation.pk,
         "embedding-comparisons": comparison.pk, "comparisons": comparison.pk,
         "members": Membership.objects.get(domain=domain, user=bob).pk,
@@ -82,7 +94,7 @@ def ids(domain, alice, bob, data_dir):
 
 
 def _url(route: str, ids: dict, slug: str = "finance") -> str:
-    path = SLUG_KWARG.sub(slug, route).replace("^", "").replace("$", "")
+    path = SLUG_KWARG.sub(slug, route).replace("^", "").replace("$", "").replace("/?", "/")
     if PK_KWARG.search(path):
         collection = PK_KWARG.split(path)[0].rstrip("/").rsplit("/", 1)[-1]
         path = PK_KWARG.sub(str(ids[collection]), path)
@@ -133,6 +145,14 @@ def test_anonymous_is_sent_to_log_in(route, ids, client):
         assert response.status_code == 302 and "/login/" in response["Location"], url
 
 
+# Asking changes nothing: viewers may POST a question (and rate the answers they got).
+VIEWER_POSTS = re.compile(r"/ask/(\?)?\$?$|/chat/ask/$|/chat/stream/$|/chat/messages/<int:pk>/feedback/$")
+
+
+def test_the_routes_viewers_may_post_to_exist():
+    assert len([r for r in DOMAIN_ROUTES if VIEWER_POSTS.search(r)]) == 5
+
+
 @pytest.mark.parametrize("route", DOMAIN_ROUTES)
 def test_viewer_cannot_write(route, ids, vera):
     url = _url(route, ids)
@@ -140,6 +160,10 @@ def test_viewer_cannot_write(route, ids, vera):
     client.force_login(vera)
     for method in ("post", "put", "patch", "delete"):
         status = getattr(client, method)(url).status_code
+        if method == "post" and VIEWER_POSTS.search(route):
+            # reached the form or the gate: an empty question is 400; alice's message is not vera's (404)
+            assert status in (400, 404), f"POST {url} as a viewer gave {status}"
+            continue
         assert status in (403, 405), f"{method.upper()} {url} as a viewer gave {status}"
 
 
@@ -155,3 +179,33 @@ def test_owner_reaches_every_route(route, ids, alice):
         assert response.status_code == 400 and "index" in response.json()  # reached the service: no index yet
         return
     assert response.status_code in (200, 405)
+
+
+# Owners only: members, API keys, teachers' keys, a teacher's settings, the audit log, the chat deployment.
+OWNER_ONLY = re.compile(r"^d/<slug:slug>/(members|keys|audit)/|^api/\^domains/.*/(api-keys|teacher-keys)/"
+                        r"|^d/<slug:slug>/teachers/<int:pk>/|/chat/settings/$")
+# Experts read the member list through the API; only owners change it.
+OWNER_WRITES = re.compile(r"^api/\^domains/.*/members/")
+# A conversation is its author's: another member of the domain gets 404 (the ids fixture's is alice's).
+PERSONAL = re.compile(r"/chat/<int:pk>/$")
+
+
+def test_the_owner_only_routes_exist():
+    assert len([r for r in DOMAIN_ROUTES if OWNER_ONLY.search(r)]) >= 10
+
+
+@pytest.mark.parametrize("route", DOMAIN_ROUTES)
+def test_expert_reaches_every_route_but_the_owners(route, ids, bob):
+    client = APIClient()
+    client.force_login(bob)
+    url = _url(route, ids)
+    status = client.get(url).status_code
+    if OWNER_ONLY.search(route):
+        post = client.post(url).status_code
+        assert (status in (403, 405)) and post in (403, 405), f"{url} as an expert: GET {status}, POST {post}"
+    elif OWNER_WRITES.search(route):
+        assert status == 200 and client.delete(url).status_code in (403, 405), url
+    elif PERSONAL.search(route):
+        assert status == 404, f"GET {url} (alice's conversation) as bob gave {status}"
+    else:
+        assert status in (200, 400, 405), f"GET {url} as an expert gave {status}"

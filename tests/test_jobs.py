@@ -249,3 +249,26 @@ def test_heartbeat_renews_the_lease_during_a_long_call(domain, sent, settings):
     watcher.join()
     # Without a heartbeat the lease would have ended ~1.5 s in, while the call ran 2.2 s.
     assert max(beats) > first_deadline
+
+
+def test_gpu_kinds_go_to_the_gpu_queue_and_the_rest_to_the_main_one(domain, settings):
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+
+    from domains import jobs
+
+    settings.VSM_GPU_QUEUE, settings.VSM_GPU_JOB_KINDS = "vsm-test-gpu", ["train", "evaluate"]
+    gpu, main = get_broker("vsm-test-gpu"), get_broker(Conf.CLUSTER_NAME)
+    gpu.purge_queue()
+    before = main.queue_size()
+    train = Job.objects.create(domain=domain, kind="train")
+    ingest = Job.objects.create(domain=domain, kind="ingest")
+    assert jobs.queue_for("train") == "vsm-test-gpu" and jobs.queue_for("ingest") is None
+    jobs._send(train.pk)
+    jobs._send(ingest.pk)
+    try:
+        assert gpu.queue_size() == 1 and main.queue_size() == before + 1
+    finally:
+        gpu.purge_queue()
+    settings.VSM_GPU_QUEUE = ""
+    assert jobs.queue_for("train") is None  # no GPU queue: everything on the main one

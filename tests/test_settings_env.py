@@ -121,3 +121,15 @@ def test_production_settings_pass_the_deploy_check():
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_cache_is_shared_between_processes_by_default(tmp_path):
+    assert env.cache(None, None, tmp_path) == {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                               "LOCATION": str(tmp_path / "cache" / "django")}
+    redis = env.cache(None, "redis://127.0.0.1:6379/0", tmp_path)  # the broker's Redis, the next database
+    assert redis["BACKEND"].endswith("RedisCache") and redis["LOCATION"] == "redis://127.0.0.1:6379/1"
+    assert env.cache(None, "redis://:pw@cache:6380", tmp_path)["LOCATION"] == "redis://:pw@cache:6380/1"
+    assert env.cache("redis://other:6379/5", "redis://x:6379/0", tmp_path)["LOCATION"] == "redis://other:6379/5"
+    assert env.cache("locmem", "redis://x", tmp_path)["BACKEND"].endswith("LocMemCache")
+    with pytest.raises(ImproperlyConfigured, match="VSM_CACHE"):
+        env.cache("memcached://x", None, tmp_path)

@@ -76,3 +76,10 @@ def test_login_page_in_chinese(client):
     switch(client, "zh-hans", reverse("login"))
     html = client.get(reverse("login")).content.decode()
     assert "登录 VSM" in html
+
+
+def test_the_chat_page_in_chinese(client_as, vera, domain):
+    client = client_as(vera)
+    switch(client, "zh-hans", reverse("chat", args=[domain.slug]))
+    html = client.get(reverse("chat", args=[domain.slug])).content.decode()
+    assert "新对话" in html and "还没有启用的模型" in html and "提问" in html

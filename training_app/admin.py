@@ -36,8 +36,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Deactivate the selected versions"))
     def demote(self, request, queryset):
+        from training_app.promotion import demote_version
+
         for version in queryset:
-            version.demote()
+            demote_version(version=version, by=request.user)
 
 
 @admin.register(ModelExport)
@@ -56,7 +58,36 @@ from training_app.models import EvalItem, EvaluationRun, ExpertScore, Promotion,
 class EvaluationRunAdmin(admin.ModelAdmin):
     list_display = ["__str__", "domain", "model_version", "dataset_version", "job", "created_at"]
     list_filter = ["domain"]
-    readonly_fields = ["results", "probe", "job", "created_at"]
+    readonly_fields = ["results", "probe", "job", "created_at", "expert_scores", "disagreements"]
+
+    @admin.display(description=_("expert scores"))
+    def expert_scores(self, obj):
+        from django.utils.html import format_html_join
+
+        from training_app import scoring
+
+        rows = scoring.expert_summary(obj)
+        if not rows:
+            return "—"
+        return format_html_join(
+            "", "<div>{}: n={}, mean {} (95% CI {} – {})</div>",
+            ((r["label"], r["n"], f"{r['mean']:.2f}", *(f"{r[k]:.2f}" if r[k] is not None else "—"
+                                                        for k in ("low", "high"))) for r in rows))
+
+    @admin.display(description=_("disagreements"))
+    def disagreements(self, obj):
+        from django.utils.html import format_html_join
+
+        from training_app import scoring
+
+        rows = scoring.disagreements(obj)
+        if not rows:
+            return "—"
+        return format_html_join(
+            "", '<div class="disagreement">#{} {} · {} · scores {} · automatic {} · {}</div>',
+            ((d["item"].position, d["item"].question[:80], d["item"].configuration,
+              ", ".join(str(s) for s in d["scores"]), "right" if d["automatic_correct"] else "wrong",
+              " + ".join(d["reasons"])) for d in rows))
 
 
 @admin.register(EvalItem)

@@ -159,8 +159,9 @@ class ModelVersionViewSet(DomainAccessMixin, viewsets.ReadOnlyModelViewSet):
                    responses={200: ModelVersionSerializer})
     @action(detail=True, methods=["post"])
     def demote(self, request, *args, **kwargs):
-        model = self.get_object()
-        model.demote()
+        from training_app.promotion import demote_version
+
+        model = demote_version(version=self.get_object(), by=request.user)
         return self._shown(model)
 
 

@@ -138,3 +138,37 @@ class ModelExportForm(forms.Form):
                                  help_text=_("Q4_K_M: about a quarter of f16, for small machines."))
     modelfile = forms.BooleanField(label=_("Ollama Modelfile"), required=False, initial=True,
                                    help_text=_("With the chat template the model was trained with."))
+
+
+class PromotionPolicyForm(forms.Form):
+    """The domain's promotion gate: the configuration compared, the largest drop allowed per metric (blank: the
+    metric is not gated), and the largest loss of general ability."""
+
+    configuration = forms.ChoiceField(label=_("Configuration compared"))
+    probe_max_drop = forms.FloatField(label=_("General ability may fall by at most"), min_value=0.0, max_value=1.0)
+
+    def __init__(self, *args, policy=None, **kwargs):
+        from training_app.models import GATE_METRICS, EvaluationRun
+
+        initial = {}
+        if policy is not None:
+            initial = {"configuration": policy.configuration, "probe_max_drop": policy.probe_max_drop,
+                       **{f"drop_{m}": v for m, v in (policy.metrics or {}).items()}}
+        super().__init__(*args, initial=initial, **kwargs)
+        C = EvaluationRun.Configuration
+        self.fields["configuration"].choices = [(c.value, c.label) for c in (C.MODEL_RAG, C.MODEL)]
+        self.metric_names = list(GATE_METRICS)
+        for metric in self.metric_names:
+            self.fields[f"drop_{metric}"] = forms.FloatField(label=metric, required=False, min_value=0.0,
+                                                             max_value=1.0)
+
+    def metric_fields(self):
+        return [self[f"drop_{m}"] for m in self.metric_names]
+
+    def clean(self):
+        data = super().clean()
+        metrics = {m: data[f"drop_{m}"] for m in self.metric_names if data.get(f"drop_{m}") is not None}
+        if not metrics and not self.errors:
+            raise ValidationError(_("Gate at least one metric."))
+        data["metrics"] = metrics
+        return data

@@ -15,6 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from domains import audit
+
 from training_app.models import (
     GATE_METRICS,
     EvaluationRun,
@@ -146,7 +148,19 @@ def promote_version(*, version: ModelVersion, by, force: bool = False, reason: s
         previous = ModelVersion.objects.for_domain(version.domain).active().filter(kind=version.kind) \
             .exclude(pk=version.pk).first()
         version.promote()
+        forced = bool(force and not gate.allowed)
+        audit.record(domain=version.domain, by=by, action="model.promote", target=f"model v{version.number}",
+                     summary=("forced: " if forced else "") + (reason or "passed the gate")[:200],
+                     forced=forced, previous=previous.number if previous else None)
         return Promotion.objects.create(
             domain=version.domain, model_version=version, previous=previous,
-            by=by if getattr(by, "is_authenticated", False) else None, forced=bool(force and not gate.allowed),
+            by=by if getattr(by, "is_authenticated", False) else None, forced=forced,
             reason=reason[:2000], gate=gate.to_dict())
+
+
+def demote_version(*, version: ModelVersion, by) -> ModelVersion:
+    """Stop serving ``version`` (the domain falls back to what is left active, or none), recorded."""
+    if version.is_active:
+        version.demote()
+        audit.record(domain=version.domain, by=by, action="model.demote", target=f"model v{version.number}")
+    return version

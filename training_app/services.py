@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from datasets_app.models import DatasetVersion
+from domains import audit
 from domains.jobs import enqueue_job
 from domains.models import Domain
 from training_app.models import ModelVersion, TrainingRun
@@ -226,4 +227,8 @@ def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: boo
         export.job = job
         export.output_path = str(export_dir(export).relative_to(settings.VSM_DATA_DIR))
         ModelExport.objects.filter(pk=export.pk).update(job=job, output_path=export.output_path)
+        formats = [f for f, on in (("safetensors", merged), (f"gguf-{gguf_outtype}", gguf_outtype),
+                                   (quantize, quantize), ("modelfile", modelfile)) if on]
+        audit.record(domain=domain, by=by, action="export.start", target=f"model v{model_version.number}",
+                     summary=", ".join(formats), export=export.pk, formats=formats)
     return export

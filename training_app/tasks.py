@@ -55,11 +55,20 @@ def training_rows(run: TrainingRun) -> tuple[list[dict], list[dict]]:
 
         return entities("train"), entities("validation")
 
-    def qa(split):
-        return [{"question": r.question, "answer": r.answer, "system": r.system,
-                 "history": [list(t) for t in r.history]} for r in versions.load_qa(version, split)]
+    def qa(split, grounded: bool = False):
+        records = versions.load_qa(version, split)
+        rows = [{"question": r.question, "answer": r.answer, "system": r.system,
+                 "history": [list(t) for t in r.history]} for r in records]
+        if grounded:
+            from training_app.engine.data import grounded_rows
 
-    return qa("train"), qa("validation")
+            # Two passages and the instructions within max_length tokens (about a character per token
+            # for Chinese, fewer for other languages: a safe bound for both).
+            budget = max(120, (int(run.config.get("max_length", 512)) - 160) // 2)
+            rows += grounded_rows(records, seed=int(run.config.get("seed", 0)), max_passage_chars=budget)
+        return rows
+
+    return qa("train", grounded=bool(run.config.get("grounded"))), qa("validation")
 
 
 @job_handler("train", _("Train a model"))

@@ -460,8 +460,9 @@ def model_promote(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def model_demote(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Owners take this version out of service; no model of its kind is active until another is promoted."""
     access = gate.for_request(request, slug, min_role=Role.OWNER)
-    model = _model_of(access, pk)
-    model.demote()
+    from training_app.promotion import demote_version
+
+    model = demote_version(version=_model_of(access, pk), by=request.user)
     messages.info(request, _("Model v%(n)s is no longer active.") % {"n": model.number})
     return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -20,6 +21,7 @@ from domains import access as gate
 from domains.models import Role
 from domains.views import _job_fragment
 from training_app import scoring
+from training_app.forms import PromotionPolicyForm
 from training_app.evaluation_tasks import DEFAULT_CONFIGURATIONS, start_evaluation
 from training_app.models import EvalItem, EvaluationRun, ModelVersion
 from training_app.promotion import policy_for
@@ -66,6 +68,18 @@ def bar_chart(results: dict, configurations, *, width: int = 640, bar_h: int = 1
             "legend": [{"configuration": c, "index": i, "label": C(c).label} for i, c in enumerate(configurations)]}
 
 
+def score_plot(row: dict, *, width: int = 160) -> dict:
+    """Geometry of a 1–5 scale with the mean as a dot and its 95% interval as a whisker."""
+    def x(value: float) -> float:
+        return round((max(1.0, min(5.0, value)) - 1.0) / 4.0 * (width - 8) + 4, 1)
+
+    plot = {"width": width, "mean_x": x(row["mean"]) if row.get("mean") is not None else None}
+    if row.get("low") is not None:
+        plot.update(low_x=x(row["low"]), high_x=x(row["high"]))
+    plot["ticks"] = [x(float(t)) for t in range(1, 6)]
+    return plot
+
+
 def _start_context(access: gate.Access) -> dict:
     if not access.can_write:
         return {}
@@ -79,13 +93,21 @@ def _start_context(access: gate.Access) -> dict:
     }
 
 
+def _list_context(access: gate.Access, policy, policy_form: PromotionPolicyForm | None = None) -> dict:
+    return {"access": access, "domain": access.domain, "runs": list(_runs(access)[:100]), "policy": policy,
+            "section": "training", "configurations": [c for c, _label in C.choices],
+            "configuration_labels": C.choices,
+            "version_scores": [{**row, "plot": score_plot(row)} for row in scoring.version_summary(access.domain)],
+            "policy_form": (policy_form or PromotionPolicyForm(policy=policy)) if access.is_owner else None,
+            **_start_context(access)}
+
+
 @login_required
 @require_GET
 def evaluation_list(request: HttpRequest, slug: str) -> HttpResponse:
     """The leaderboard: every evaluation of the domain, newest first, the gate's configuration first."""
     access = gate.for_request(request, slug)
     policy = policy_for(access.domain)
-    runs = list(_runs(access)[:100])
     if request.htmx and "run" in request.GET:
         run = _run_of(access, request.GET["run"])
         context = {"run": run, "domain": access.domain, "access": access, "policy": policy,
@@ -93,10 +115,24 @@ def evaluation_list(request: HttpRequest, slug: str) -> HttpResponse:
         if run.job is None:
             return _respond(request, "training/evaluation_list.html#eval-row", context)
         return _job_fragment(request, "training/evaluation_list.html#eval-row", context, run.job)
-    context = {"access": access, "domain": access.domain, "runs": runs, "policy": policy, "section": "training",
-               "configurations": [c for c, _label in C.choices],
-               "configuration_labels": C.choices, **_start_context(access)}
-    return _respond(request, "training/evaluation_list.html", context)
+    return _respond(request, "training/evaluation_list.html", _list_context(access, policy))
+
+
+@login_required
+@require_POST
+def promotion_policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """Owners set the promotion gate: configuration, the drop allowed per metric, the probe's tolerance."""
+    access = gate.for_request(request, slug, min_role=Role.OWNER)
+    policy = policy_for(access.domain)
+    form = PromotionPolicyForm(request.POST, policy=policy)
+    if form.is_valid():
+        policy.configuration = form.cleaned_data["configuration"]
+        policy.metrics = form.cleaned_data["metrics"]
+        policy.probe_max_drop = form.cleaned_data["probe_max_drop"]
+        policy.save()
+        messages.success(request, _("Promotion gate saved."))
+        return redirect(reverse("evaluation-list", args=[access.domain.slug]) + "#gate-policy")
+    return _respond(request, "training/evaluation_list.html", _list_context(access, policy, form), status=400)
 
 
 @login_required
@@ -201,16 +237,24 @@ def evaluation_detail(request: HttpRequest, slug: str, pk) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def evaluation_score(request: HttpRequest, slug: str, pk) -> HttpResponse:
-    """Blind side-by-side scoring: two answers to one question, order drawn per expert, no names shown."""
+    """Blind side-by-side scoring: two answers to one question, order drawn per expert, no names shown.
+
+    ``a`` is a configuration of this run; ``b`` one of run ``vs`` (another version's evaluation on the
+    same held-out questions) or, without ``vs``, of this run.
+    """
     access = gate.for_request(request, slug, min_role=Role.EXPERT)
     run = _run_of(access, pk)
+    data = request.POST if request.method == "POST" else request.GET
+    other = _run_of(access, data["vs"]) if data.get("vs") else run
     pair = scoring.default_pair(run)
-    a = request.GET.get("a") or request.POST.get("a") or (pair[0] if pair else "")
-    b = request.GET.get("b") or request.POST.get("b") or (pair[1] if pair else "")
-    url = reverse("evaluation-score", args=[access.domain.slug, run.pk]) + f"?a={a}&b={b}"
+    a = data.get("a") or (pair[0] if pair else "")
+    b = data.get("b") or (a if other.pk != run.pk else (pair[1] if pair else ""))
+    query = {"a": a, "b": b, **({"vs": other.pk} if other.pk != run.pk else {})}
+    url = reverse("evaluation-score", args=[access.domain.slug, run.pk]) + "?" + urlencode(query)
     if request.method == "POST":
         try:
-            scoring.record_scores(run=run, expert=request.user, a=a, b=b, position=int(request.POST["position"]),
+            scoring.record_scores(run=run, other=other, expert=request.user, a=a, b=b,
+                                  position=int(request.POST["position"]),
                                   scores=[int(request.POST.get("score1", 0)), int(request.POST.get("score2", 0))],
                                   comments=[request.POST.get("comment1", ""), request.POST.get("comment2", "")])
         except (KeyError, ValueError):
@@ -219,10 +263,13 @@ def evaluation_score(request: HttpRequest, slug: str, pk) -> HttpResponse:
             for message in exc.messages:
                 messages.error(request, message)
         return redirect(url)
+    blind, pair_error = None, ""
     try:
-        blind = scoring.next_pair(run, request.user, a, b) if a and b else None
+        blind = scoring.next_pair(run, request.user, a, b, other=other) if a and b else None
     except ValidationError as exc:
-        raise Http404(exc.messages[0]) from None
-    context = {"access": access, "domain": access.domain, "run": run, "blind": blind, "a": a, "b": b,
-               "section": "training", "scale": range(1, 6)}
+        pair_error = exc.messages[0]
+    context = {"access": access, "domain": access.domain, "run": run, "other": other, "blind": blind, "a": a,
+               "pair_error": pair_error,
+               "b": b, "section": "training", "scale": range(1, 6),
+               "labels": C.choices, "comparable": list(scoring.comparable_runs(run))}
     return _respond(request, "training/evaluation_score.html", context)

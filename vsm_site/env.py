@@ -131,6 +131,30 @@ def broker(value: str | None) -> dict:
     return {"redis": value}
 
 
+def _next_db(url: str) -> str:
+    """The broker's Redis with the next database number: a cache flush must never empty the job queue."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"redis", "rediss"}:
+        return url
+    db = parsed.path.strip("/") or "0"
+    return parsed._replace(path=f"/{(int(db) + 1) % 16 if db.isdigit() else db}").geturl()
+
+
+def cache(value: str | None, broker_url: str | None, data_dir) -> dict:
+    """VSM_CACHE: a redis:// URL, 'file' or 'locmem'. By default the Redis broker's server when
+    there is one, else files under VSM_DATA_DIR: the API's per-key rate limits must be counted
+    across all web worker processes, which a per-process memory cache would not do."""
+    value = value or (_next_db(broker_url) if broker_url and broker_url != "orm" else "file")
+    if value == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if value == "file":
+        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                "LOCATION": str(Path(data_dir) / "cache" / "django")}
+    if urlparse(value).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(f"VSM_CACHE must be a redis:// URL, 'file' or 'locmem', got {value!r}")
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": value, "KEY_PREFIX": "vsm-cache"}
+
+
 def secret_key(value: str | None, debug: bool) -> str:
     if value:
         if len(value) < 32:

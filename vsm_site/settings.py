@@ -100,6 +100,8 @@ STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Upload limits (documents are checked again by the loaders; these bound the request).
+VSM_API_RATE = env.env_str("VSM_API_RATE", "600/minute")  # per API key or user, all API endpoints
+VSM_LOGIN_FAILURES = env.env_int("VSM_LOGIN_FAILURES", 10, minimum=1)  # per address and per username, 15 min
 VSM_MAX_UPLOAD_MB = env.env_int("VSM_MAX_UPLOAD_MB", 100, minimum=1)
 VSM_MAX_PDF_PAGES = env.env_int("VSM_MAX_PDF_PAGES", 2000, minimum=1)
 VSM_OCR_BACKEND = env.env_choice("VSM_OCR_BACKEND", "rapidocr", ("rapidocr", "paddle"))  # or "paddle" when PaddleOCR is installed
@@ -135,6 +137,16 @@ Q_CLUSTER = {
     "label": "Queue",
     **env.broker(env.env_str("VSM_BROKER")),
 }
+# GPU workers: jobs of these kinds go to the queue VSM_GPU_QUEUE, which only workers started with
+# Q_CLUSTER_NAME=<that name> take (one job at a time each, by default); everything else stays on the
+# main queue. Unset: every job goes to the main queue.
+VSM_GPU_QUEUE = env.env_str("VSM_GPU_QUEUE", "") or ""
+VSM_GPU_JOB_KINDS = env.env_list("VSM_GPU_JOB_KINDS", ["train", "evaluate", "export"])
+Q_CLUSTER["ALT_CLUSTERS"] = (
+    {VSM_GPU_QUEUE: {"workers": env.env_int("VSM_GPU_WORKERS", 1, minimum=1)}} if VSM_GPU_QUEUE else {}
+)
+
+CACHES = {"default": env.cache(env.env_str("VSM_CACHE"), env.env_str("VSM_BROKER"), VSM_DATA_DIR)}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -143,6 +155,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["domains.api_auth.IsUserOrApiKey"],
+    "DEFAULT_THROTTLE_CLASSES": ["domains.api_auth.ApiRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,

@@ -52,6 +52,10 @@ def _starts(text: str, limit: int = 20) -> list[int]:
     return [i for i, ch in enumerate(text) if ch in "{["][:limit]
 
 
+MAX_DEPTH = 100  # QA and entity answers nest 3-4 levels; deeper is not an answer (and costs memory to repair)
+MAX_OUTPUT_CHARS = 4_000_000
+
+
 def _scan(text: str, start: int) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
     """Walk ``text`` from ``start`` (a ``{``/``[``) with a string-aware bracket stack.
 
@@ -76,6 +80,8 @@ def _scan(text: str, start: int) -> tuple[str, list[str], list[tuple[int, list[s
             quote = ch
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
+            if len(stack) > MAX_DEPTH:
+                raise MalformedOutput(f"JSON nested deeper than {MAX_DEPTH} levels", text)
         elif ch in "}]":
             if stack:
                 stack.pop()
@@ -142,13 +148,18 @@ def _fix_tokens(s: str, repairs: list[str]) -> str:
 
 
 def _loads(s: str) -> Any:
-    return json.loads(s, strict=False)  # strict=False: raw newlines inside strings are common
+    try:
+        return json.loads(s, strict=False)  # strict=False: raw newlines inside strings are common
+    except RecursionError:  # "[[[[…" thousands deep: not an answer, and never a crash
+        raise ValueError("JSON nested too deeply") from None
 
 
 def repair_json(text: str) -> Repaired:
     """Parse ``text`` into JSON, repairing the common teacher mistakes; raises MalformedOutput."""
     if text is None or not str(text).strip():
         raise MalformedOutput("empty output", text or "")
+    if len(str(text)) > MAX_OUTPUT_CHARS:
+        raise MalformedOutput(f"output too long ({len(str(text)):,} characters)", text)
     raw = str(text).lstrip("\ufeff").strip()
     repairs: list[str] = []
     try:
@@ -263,7 +274,15 @@ def _mini_validate(value: Any, schema: dict[str, Any], path: str, text: str) -> 
 
 
 def parse_json_output(text: str, schema: dict[str, Any] | None = None) -> Repaired:
-    """Repair, parse and (when a schema is given) validate a teacher's output."""
+    """Repair, parse and (when a schema is given) validate a teacher's output. Whatever the text,
+    the answer is a ``Repaired`` or a ``MalformedOutput``."""
+    try:
+        return _parse_json_output(text, schema)
+    except RecursionError:
+        raise MalformedOutput("JSON nested too deeply", text) from None
+
+
+def _parse_json_output(text: str, schema: dict[str, Any] | None) -> Repaired:
     result = repair_json(text)
     if schema is not None:
         value = result.value

@@ -200,3 +200,29 @@ def test_packed_loss_equals_unpacked_and_the_models_own_loss(which, tiny_models,
         loss_padded = float(batch_loss_sum(model, padded, "cpu"))
     assert loss_packed == pytest.approx(ref_sum, rel=1e-4)
     assert loss_padded == pytest.approx(ref_sum, rel=1e-4)
+
+
+def test_grounded_rows_teach_answering_from_passages_and_refusing_without_them():
+    from datasets_app.engine.formats import QARecord
+    from inference_app.engine.answering import NOT_COVERED, grounded_messages
+    from inference_app.engine.index import Passage
+    from training_app.engine.data import grounded_rows
+
+    records = [QARecord(f"问题{i}？", f"答案{i}。", source_chunk_id=str(i), chunk_text=f"第{i}条 内容{i}。",
+                        document="办法.md") for i in range(6)]
+    records.append(QARecord("没有出处？", "答案。"))  # no passage: not in the grounded rows
+    rows = grounded_rows(records, seed=3)
+    answered = [r for r in rows if r["answer"] != NOT_COVERED["zh"]]
+    refused = [r for r in rows if r["answer"] == NOT_COVERED["zh"]]
+    assert len(answered) == 6 and len(refused) == 2  # every 5th pair also without its passage
+    for i, row in enumerate(answered):
+        number = int(row["answer"].rsplit("[", 1)[1].rstrip("]"))
+        assert row["answer"].startswith(f"答案{i}。")
+        assert f"[{number}]（办法.md）第{i}条 内容{i}。" in row["question"]  # the cited passage is its own
+        assert row["question"].count("[") == 2 and row["question"].endswith(f"问题{i}？")
+    for row in refused:
+        assert row["question"].count("[1]") == 1 and "[2]" not in row["question"]
+    # Exactly the prompt the chat serves.
+    system, user = (m["content"] for m in grounded_messages("问题0？", [Passage("0", "第0条 内容0。", "办法.md")]))
+    assert rows[0]["system"] == system
+    assert grounded_rows(records, seed=3) == rows and grounded_rows(records[:1]) == []

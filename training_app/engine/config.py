@@ -40,6 +40,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0        # gradient clipping; 0 turns it off
     max_length: int = 512             # tokens per example; longer prompts are cut from the left
     seed: int = 0                     # model/adapter init, data order and dropout all follow it
+    grounded: bool = False            # sft: each pair also in the chat's grounded prompt (its passage + another;
+                                      # some with another passage only, answered "not covered"), RAFT-style
     # --- bookkeeping -----------------------------------------------------------------
     save_every_steps: int = 50        # checkpoint every N optimizer steps (0: only at epoch ends)
     log_every_steps: int = 5          # on_progress callback every N optimizer steps (and at the last one)

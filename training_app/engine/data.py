@@ -89,6 +89,53 @@ def question_messages(question: str, system: str | None = None,
     return msgs
 
 
+def grounded_rows(records: Sequence[Any], *, seed: int = 0, refuse_every: int = 5,
+                  max_passage_chars: int | None = None) -> list[dict[str, Any]]:
+    """SFT rows in the grounded prompt the chat serves (``grounded_messages``), RAFT-style.
+
+    Each record with a source passage (``chunk_text``) is asked again with that passage and one other
+    passage, in a seeded order, and answered citing the passage's number; every ``refuse_every``-th
+    record is also asked with the other passage alone and answered "not covered". A small model learns
+    to read the answer out of the passages it is given, and to say so when they do not hold it.
+    The other passage never states a fact of the answer (an overlapping chunk would make "not covered"
+    a lie). ``max_passage_chars`` keeps the prompt within the training length (cut from the left, a
+    long prompt would lose the passage the answer cites).
+    """
+    from inference_app.engine.answering import NOT_COVERED, detect_language, grounded_messages
+    from inference_app.engine.index import Passage
+    from training_app.engine.evaluation import fact_keys
+
+    usable = [r for r in records if getattr(r, "chunk_text", "") and getattr(r, "source_chunk_id", None)]
+    passages = {str(r.source_chunk_id): Passage(str(r.source_chunk_id), r.chunk_text, document=r.document or "")
+                for r in usable}
+    if len(passages) < 2:
+        return []
+    rng = random.Random(seed)
+    ids = sorted(passages)
+    rows: list[dict[str, Any]] = []
+    def prompt(question: str, shown: list) -> tuple[str, str]:
+        system, user = (m["content"] for m in grounded_messages(question, shown, max_passage_chars=max_passage_chars))
+        return system, user
+
+    for n, record in enumerate(usable):
+        own = passages[str(record.source_chunk_id)]
+        facts = fact_keys(record.answer)
+        clean = [i for i in ids if i != own.id and not facts & fact_keys(passages[i].text)]
+        if not clean:
+            continue
+        other = passages[rng.choice(clean)]
+        shown = [own, other] if rng.random() < 0.5 else [other, own]
+        number = shown.index(own) + 1
+        system, user = prompt(record.question, shown)
+        rows.append({"question": user, "answer": f"{record.answer.strip()} [{number}]", "system": system,
+                     "history": []})
+        if refuse_every and n % refuse_every == 0:
+            system, user = prompt(record.question, [other])
+            rows.append({"question": user, "answer": NOT_COVERED[detect_language(record.question)],
+                         "system": system, "history": []})
+    return rows
+
+
 def judge_messages(row: dict[str, Any], i: int = 0) -> tuple[list[dict[str, str]], str]:
     raw = row.get("messages", row.get("conversations"))
     if not isinstance(raw, list) or not raw:

@@ -205,8 +205,22 @@ def _llama_cpp(quantize: str):
     return llama_cpp
 
 
-def quantize_gguf(src: Path, dst: Path, quantize: str = "Q4_K_M", *, nthread: int = 0) -> Path:
-    """Quantize a float GGUF with llama-cpp-python's ``llama_model_quantize``."""
+# Runs in a child process: a native crash inside llama.cpp (it brings its own OpenMP runtime,
+# which can clash with torch's in one process) then fails the step with a message instead of
+# killing the worker that runs the job.
+_QUANTIZE_CHILD = """
+import sys, llama_cpp
+src, dst, ftype, nthread = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = ftype
+params.nthread = nthread
+sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params))
+"""
+
+
+def quantize_gguf(src: Path, dst: Path, quantize: str = "Q4_K_M", *, nthread: int = 0,
+                  timeout: float = 6 * 3600) -> Path:
+    """Quantize a float GGUF with llama-cpp-python's ``llama_model_quantize``, in a child process."""
     llama_cpp = _llama_cpp(quantize)
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantize.upper()}", None)
     if ftype is None:
@@ -215,13 +229,19 @@ def quantize_gguf(src: Path, dst: Path, quantize: str = "Q4_K_M", *, nthread: in
         raise ExportError(f"Unknown quantization {quantize!r}; llama.cpp knows: {', '.join(known)}")
     dst = Path(dst)
     tmp = _tmp_beside(dst, ".gguf")
+    cmd = [sys.executable, "-c", _QUANTIZE_CHILD, str(src), str(tmp), str(int(ftype)),
+           str(nthread or (os.cpu_count() or 1))]
     try:
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype
-        params.nthread = nthread or (os.cpu_count() or 1)
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-        if rc != 0:
-            raise ExportError(f"llama_model_quantize({src} → {quantize}) failed with code {rc}.")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ExportError(f"Quantizing {src.name} to {quantize} took longer than {timeout:.0f} s.") from exc
+        if proc.returncode != 0:
+            how = (f"crashed (signal {-proc.returncode})" if proc.returncode < 0
+                   else f"failed with code {proc.returncode}")
+            tail = (proc.stderr or "").strip()[-800:]
+            raise ExportError(f"llama_model_quantize({src.name} → {quantize}) {how}."
+                              + (f" Its last output: {tail}" if tail else ""))
         os.replace(tmp, dst)
         return dst
     finally:

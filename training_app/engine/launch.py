@@ -138,7 +138,7 @@ def train_data_parallel(config: TrainConfig, rows: Iterable[dict[str, Any]], out
     metrics = out / "metrics.json"
     if proc.returncode != 0 or not metrics.is_file():
         raise RuntimeError(f"data-parallel training over {num_processes} processes failed "
-                           f"(exit {proc.returncode}):\n" + "\n".join(tail[-15:]))
+                           f"(exit {proc.returncode}):\n" + "\n".join(tail[-40:]))  # the failing rank's own lines too
     return TrainResult(**json.loads(metrics.read_text(encoding="utf-8")))
 
 
