@@ -61,3 +61,27 @@ def test_launch_refuses_bad_input_before_starting_processes(tiny_qwen, tmp_path)
                             num_processes=1)
     # this machine has no GPUs, so runs stay in one process
     assert wants_data_parallel(config_for(base_model=tiny_qwen)) == 1
+
+
+def test_a_launch_that_fails_for_a_moment_is_started_once_more(tiny_qwen, qa_rows, tmp_path, monkeypatch):
+    """The first launch dies (as when its rendezvous port is taken); the second, on a fresh port,
+    trains the run. Two failures raise with both attempts' own lines."""
+    from training_app.engine import launch
+
+    real = launch._launch_once
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            return 1, ["[rank0]: DistNetworkError: address already in use"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "_launch_once", flaky)
+    cfg = config_for(base_model=tiny_qwen, **EXACT)
+    result = train_data_parallel(cfg, qa_rows, tmp_path / "run", num_processes=2, timeout=300)
+    assert len(calls) == 2 and result.stopped_reason == "completed" and result.steps == 4
+
+    monkeypatch.setattr(launch, "_launch_once", lambda *a, **k: (1, [f"rank0 died {len(calls)}"]))
+    with pytest.raises(RuntimeError, match=r"(?s)attempt 1 \(exit 1\).*rank0 died.*attempt 2 \(exit 1\)"):
+        train_data_parallel(cfg, qa_rows, tmp_path / "again", num_processes=2, timeout=300)

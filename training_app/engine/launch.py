@@ -29,6 +29,7 @@ from .config import TrainConfig
 PROGRESS_PREFIX = "VSM-PROGRESS "
 INPUTS = "launch"        # folder under out_dir with config.json, rows.jsonl, eval_rows.jsonl
 STOP_FILE = "STOP"       # created in that folder when the caller asks the run to stop
+LAUNCH_RETRIES = 1       # a failed launch is started once more (fresh port; it resumes from checkpoints)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,7 +77,7 @@ def train_data_parallel(config: TrainConfig, rows: Iterable[dict[str, Any]], out
                         should_stop: Callable[[], bool] | None = None,
                         timeout: float | None = None):
     """Run ``train`` in ``num_processes`` processes started by ``accelerate launch``."""
-    from .sft import Progress, TrainResult, check_base_model
+    from .sft import TrainResult, check_base_model
 
     check_base_model(config.base_model)  # fail here, not in N processes
     if num_processes < 2:
@@ -91,11 +92,41 @@ def train_data_parallel(config: TrainConfig, rows: Iterable[dict[str, Any]], out
     _write_jsonl(inputs / "eval_rows.jsonl", eval_rows)
     (out / "metrics.json").unlink(missing_ok=True)
 
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    stop_requested = False
+
+    def wants_stop() -> bool:
+        nonlocal stop_requested
+        if should_stop is not None and should_stop():
+            stop_requested = True
+        return stop_requested
+
+    started = time.monotonic()
+    failures: list[str] = []
+    for attempt in range(1 + LAUNCH_RETRIES):
+        remaining = None if timeout is None else max(1.0, timeout - (time.monotonic() - started))
+        code, tail = _launch_once(num_processes, out, env, on_progress, wants_stop, remaining, timeout)
+        if code == 0 and (out / "metrics.json").is_file():
+            return TrainResult(**json.loads((out / "metrics.json").read_text(encoding="utf-8")))
+        failures.append(f"attempt {attempt + 1} (exit {code}):\n" + "\n".join(tail[-40:]))
+        if stop_requested:
+            break
+        # A launch can fail for reasons of the moment (the rendezvous port taken between picking
+        # and binding it, a gloo connection reset): start again on a fresh port; the processes
+        # resume from the run's checkpoints, so nothing trained is repeated.
+    raise RuntimeError(f"data-parallel training over {num_processes} processes failed; "
+                       + "\n".join(failures))  # the failing rank's own lines too
+
+
+def _launch_once(num_processes: int, out: Path, env: dict[str, str], on_progress, wants_stop,
+                 remaining: float | None, timeout: float | None) -> tuple[int, list[str]]:
+    from .sft import Progress
+
+    inputs = out / INPUTS
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), "-m", "training_app.engine.launch", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(cmd, cwd=str(PROJECT_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, encoding="utf-8", errors="replace")
     tail: list[str] = []
@@ -126,20 +157,16 @@ def train_data_parallel(config: TrainConfig, rows: Iterable[dict[str, Any]], out
 
     while proc.poll() is None:
         relay()
-        if should_stop is not None and should_stop():
+        if wants_stop():
             (inputs / STOP_FILE).touch()
-        if timeout is not None and time.monotonic() - started > timeout:
+        if remaining is not None and time.monotonic() - started > remaining:
             proc.kill()
             proc.wait()
             raise RuntimeError(f"data-parallel training ran past {timeout:.0f}s and was stopped")
         time.sleep(0.2)
     reader.join(timeout=10)
     relay()
-    metrics = out / "metrics.json"
-    if proc.returncode != 0 or not metrics.is_file():
-        raise RuntimeError(f"data-parallel training over {num_processes} processes failed "
-                           f"(exit {proc.returncode}):\n" + "\n".join(tail[-40:]))  # the failing rank's own lines too
-    return TrainResult(**json.loads(metrics.read_text(encoding="utf-8")))
+    return proc.returncode, tail
 
 
 def main(argv: list[str] | None = None) -> int:
