@@ -52,7 +52,11 @@ def ids(domain, alice, bob, data_dir):
     assert isinstance(pair, QAPair)
     from training_app.models import ModelVersion, TrainingRun
 
-    run = TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={})
+    tb = data_dir / "domains" / domain.slug / "runs" / "tb"
+    tb.mkdir(parents=True)
+    (tb / "events.out.tfevents.1.host").write_bytes(b"\0" * 16)
+    run = TrainingRun.objects.create(domain=domain, base_model="embedded:gemma3-270m", config={},
+                                     metrics={"experiment_log": {"tensorboard": str(tb.relative_to(data_dir))}})
     model = ModelVersion.objects.create(domain=domain, number=1, base_model="embedded:gemma3-270m")
     from training_app.models import ModelExport
 

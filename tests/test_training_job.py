@@ -47,6 +47,34 @@ def test_a_run_trains_and_records_a_model_version(domain, bob, version, tiny_mod
     assert job.progress_done == job.progress_total > 0
 
 
+def test_a_run_writes_tensorboard_events_linked_from_its_page(domain, bob, version, tiny_models, sent, client):  # noqa: F811
+    import io
+    import zipfile
+
+    from training_app.engine.explog import read_scalars
+
+    run = services.start_training(domain=domain, dataset_version=version, by=bob,
+                                  base_model=str(tiny_models["qwen"]), overrides=FAST)
+    run_job(run.job.pk)
+    run.refresh_from_db()
+    folder = run.path / "tensorboard"
+    assert run.metrics["experiment_log"]["tensorboard"].endswith("tensorboard")
+    scalars = read_scalars(folder)
+    steps = [h["step"] for h in run.metrics["history"]]
+    # every optimizer step's loss, the same values the run recorded; one validation loss per epoch
+    assert [s for s, _ in scalars["train/loss"]] == steps
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([h["loss"] for h in run.metrics["history"]])
+    assert len(scalars["eval/loss"]) == 2 and "train/learning_rate" in scalars
+
+    client.force_login(bob)
+    page = client.get(f"/d/{domain.slug}/runs/{run.pk}/").content.decode()
+    assert f"/d/{domain.slug}/runs/{run.pk}/tensorboard.zip" in page and "tensorboard --logdir" in page
+    response = client.get(f"/d/{domain.slug}/runs/{run.pk}/tensorboard.zip")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert names and all(n.startswith(f"{domain.slug}-run-{run.pk}/events.out.tfevents.") for n in names)
+
+
 def test_a_missing_base_model_is_refused_before_any_work(domain, bob, version, tmp_path, sent):
     with pytest.raises(ValidationError, match="does not exist"):
         services.start_training(domain=domain, dataset_version=version, by=bob, base_model=str(tmp_path / "nope"))

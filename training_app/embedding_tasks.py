@@ -97,10 +97,14 @@ def train_embedding_run(ctx: JobContext, run: TrainingRun) -> dict:
     ctx.log(f"{len(rows)} training pair(s), {len(texts)} chunk text(s), objective {config.objective}, "
             f"strategy {config.strategy}, {config.epochs} epoch(s), lr {config.learning_rate}")
     history: list[dict] = []
+    from training_app.tasks import experiment_log
+
+    explog = experiment_log(run, out_dir)
 
     def on_progress(p) -> None:
         if p.phase != "cross_encoder":
             history.append({"step": p.step, "epoch": round(p.epoch, 3), "loss": p.loss})
+            explog.log_progress(p.step, p)
         # Augmented SBERT trains its cross-encoder first, with its own step count.
         message = gettext_noop("Training the cross-encoder") if p.phase == "cross_encoder" \
             else gettext_noop("Training")
@@ -113,8 +117,14 @@ def train_embedding_run(ctx: JobContext, run: TrainingRun) -> dict:
                                  out_dir, texts=texts, on_progress=on_progress, should_stop=ctx.should_stop)
     except ValueError as exc:
         ctx.fail(str(exc))
+    finally:
+        explog.close()
+        for error in explog.errors:
+            ctx.log(f"experiment log: {error}")
     metrics = result.to_dict()
     metrics["final_train_loss"] = metrics.get("final_loss")
+    metrics["experiment_log"] = {"tensorboard": os.path.relpath(explog.log_dir, settings.VSM_DATA_DIR),
+                                 **({"wandb_url": explog.wandb_url} if explog.wandb_url else {})}
     if result.stopped_reason == "cancelled":
         TrainingRun.objects.filter(pk=run.pk).update(output_path=os.path.relpath(out_dir, settings.VSM_DATA_DIR),
                                                      metrics=metrics)

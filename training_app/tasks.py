@@ -100,8 +100,24 @@ def train_run(ctx: JobContext) -> dict:
     out_dir = run_dir(run)
     ctx.log(f"{len(rows)} training row(s), {len(eval_rows)} validation row(s), {config.epochs} epoch(s), "
             f"{config.method} r={config.lora_r} lr={config.learning_rate}")
-    live = _LiveCurve(ctx)
+    live = _LiveCurve(ctx, experiment_log(run, out_dir))
+    try:
+        return _train_stages(ctx, run, config, base, rows, eval_rows, out_dir, live)
+    finally:
+        live.close_log()
 
+
+def experiment_log(run: TrainingRun, out_dir: Path):
+    """TensorBoard event files under the run folder, and W&B when ``VSM_WANDB`` names a project."""
+    from training_app.engine.explog import TB_DIR, ExperimentLog
+
+    return ExperimentLog(Path(out_dir) / TB_DIR, run_name=f"{run.domain.slug}-run-{run.pk}",
+                         config={**run.config, "kind": run.kind, "base_model": run.base_model},
+                         wandb=getattr(settings, "VSM_WANDB", None))
+
+
+def _train_stages(ctx: JobContext, run: TrainingRun, config, base, rows, eval_rows, out_dir: Path,
+                  live: "_LiveCurve") -> dict:
     if run.kind == TrainingRun.Kind.CPT_SFT:
         # Stage 1 learns the domain's language from its documents; its adapter is merged into the
         # base, and stage 2 fine-tunes on the QA pairs from that merged model. A retried job skips a
@@ -128,6 +144,7 @@ def train_run(ctx: JobContext) -> dict:
             except ExportError as exc:
                 ctx.fail(str(exc))
             (out_dir / "cpt-metrics.json").write_text(json.dumps(first.to_dict(), ensure_ascii=False))
+            live.explog.log_history(first.history)
         else:
             ctx.log("stage 1 of 2: continual pre-training already done; reusing its merged model")
         live.load_stage_one(out_dir / "cpt-metrics.json")
@@ -140,6 +157,8 @@ def train_run(ctx: JobContext) -> dict:
         result = _train_or_fail(ctx, config, rows, out_dir, eval_rows, live)
 
     metrics = result.to_dict()
+    live.explog.log_history(result.history, result.val_history, offset=live.offset)
+    metrics["experiment_log"] = live.log_info()
     if live.stage_one:
         # One curve for the run page: the fine-tuning steps continue after the pre-training ones.
         metrics["stages"] = {"cpt": live.stage_one}
@@ -175,8 +194,9 @@ class _LiveCurve:
     are offset by stage 1's steps, and each point says its stage).
     """
 
-    def __init__(self, ctx: JobContext):
+    def __init__(self, ctx: JobContext, explog):
         self.ctx = ctx
+        self.explog = explog
         self.stage = ""
         self.stage_one: dict | None = None
         self.offset = 0
@@ -192,8 +212,20 @@ class _LiveCurve:
         self.history = [{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "stage": "cpt"}
                         for h in done.get("history", [])]
 
+    def log_info(self) -> dict:
+        info = {"tensorboard": os.path.relpath(self.explog.log_dir, settings.VSM_DATA_DIR)}
+        if self.explog.wandb_url:
+            info["wandb_url"] = self.explog.wandb_url
+        return info
+
+    def close_log(self) -> None:
+        self.explog.close()
+        for error in self.explog.errors:
+            self.ctx.log(f"experiment log: {error}")
+
     def __call__(self, p) -> None:
         point = {"step": self.offset + p.step, "epoch": round(p.epoch, 3), "loss": p.loss}
+        self.explog.log_progress(self.offset + p.step, p)
         if self.stage:
             point["stage"] = self.stage
         self.history.append(point)

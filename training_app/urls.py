@@ -7,6 +7,7 @@ urlpatterns = [
     path("d/<slug:slug>/runs/", views.training_list, name="training-list"),
     path("d/<slug:slug>/runs/new/", views.training_start, name="training-start"),
     path("d/<slug:slug>/runs/<int:pk>/", views.training_detail, name="training-detail"),
+    path("d/<slug:slug>/runs/<int:pk>/tensorboard.zip", views.training_tensorboard, name="training-tensorboard"),
     path("d/<slug:slug>/models/", views.model_list, name="model-list"),
     path("d/<slug:slug>/models/<int:pk>/", views.model_detail, name="model-detail"),
     path("d/<slug:slug>/models/<int:pk>/promote/", views.model_promote, name="model-promote"),

@@ -339,7 +339,48 @@ def training_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             return _respond(request, "training/run_detail.html#run-live", context)
         return _job_fragment(request, "training/run_detail.html#run-live", context, run.job)
     context["config_rows"] = _config_rows(run.config)
+    context["tensorboard"] = _tensorboard_dir(run)
+    context["wandb_url"] = ((run.metrics or {}).get("experiment_log") or {}).get("wandb_url", "")
     return _respond(request, "training/run_detail.html", context)
+
+
+def _tensorboard_dir(run: TrainingRun):
+    """The run's TensorBoard folder when it holds event files (the path comes from the run, never the
+    request, and must stay inside the data folder)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    rel = ((run.metrics or {}).get("experiment_log") or {}).get("tensorboard")
+    if not rel:
+        return None
+    root = Path(settings.VSM_DATA_DIR).resolve()
+    folder = (root / rel).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir() or not any(folder.glob("**/events.out.tfevents.*")):
+        return None
+    return folder
+
+
+@login_required
+@require_GET
+def training_tensorboard(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The run's TensorBoard event files as a zip (``tensorboard --logdir`` on the unpacked folder)."""
+    import io
+    import zipfile
+
+    access = gate.for_request(request, slug)
+    run = _run_of(access, pk)
+    folder = _tensorboard_dir(run)
+    if folder is None:
+        raise Http404("This run has no TensorBoard event files")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.glob("**/events.out.tfevents.*")):
+            zf.write(f, f"{access.domain.slug}-run-{run.pk}/{f.relative_to(folder)}")
+    response = HttpResponse(buf.getvalue(), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{access.domain.slug}-run-{run.pk}-tensorboard.zip"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 # Model versions -----------------------------------------------------------------------------
