@@ -441,10 +441,16 @@ def reap_stale_jobs(now=None) -> dict[str, int]:
 
 
 def ensure_schedule() -> None:
-    """Install the every-minute reaper in django-q2's scheduler (idempotent)."""
+    """Install the every-minute reaper and the five-minute alert checks in django-q2's scheduler (idempotent)."""
     from django_q.models import Schedule
 
     Schedule.objects.update_or_create(
         name="vsm-reap-stale-jobs",
         defaults={"func": REAPER_PATH, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    # Drift and error-rate alerts (inference_app.monitoring), every five minutes.
+    Schedule.objects.update_or_create(
+        name="vsm-alerts",
+        defaults={"func": "inference_app.monitoring.run_alert_checks", "schedule_type": Schedule.MINUTES,
+                  "minutes": 5, "repeats": -1},
     )

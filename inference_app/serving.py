@@ -220,8 +220,12 @@ def start_conversation(*, domain: Domain, user=None, session_key: str = "", titl
 
 
 def record_turn(*, conversation: Conversation, question: str, answer, engine: Engine | None,
-                seconds: float, error: str = "") -> Message:
-    """Store the question and its answer (or the error that stopped it) as two messages."""
+                seconds: float, error: str = "", endpoint: str = "chat") -> Message:
+    """Store the question and its answer (or the error that stopped it) as two messages, and the
+    request in the serving log (monitoring counts chat pages and API alike)."""
+    from inference_app.api_serving import count_tokens
+    from inference_app.models import ApiRequest
+
     with transaction.atomic():
         Message.objects.create(domain_id=conversation.domain_id, conversation=conversation,
                                role=Message.Role.USER, content=question)
@@ -239,6 +243,10 @@ def record_turn(*, conversation: Conversation, question: str, answer, engine: En
         if not conversation.title:
             conversation.title = question[:80]
         conversation.save(update_fields=["title", "updated_at"])
+        ApiRequest.objects.create(
+            domain_id=conversation.domain_id, endpoint=endpoint, status=500 if error else 200,
+            stream=endpoint.endswith("stream"), latency_ms=int(seconds * 1000), covered=reply.covered,
+            tokens=count_tokens(engine.generator, reply.content) if used_model else 0)
     return reply
 
 

@@ -26,3 +26,7 @@ urlpatterns += [
     path("p/<str:token>/stream/", views_chat.public_stream, name="public-chat-stream"),
     path("p/<str:token>/messages/<int:pk>/feedback/", views_chat.public_feedback, name="public-message-feedback"),
 ]
+
+from inference_app import views_ops  # noqa: E402
+
+urlpatterns += [path("d/<slug:slug>/ops/", views_ops.ops_page, name="ops")]

@@ -184,7 +184,7 @@ def _stream(request: HttpRequest, place: Place) -> HttpResponse:
         except Exception as exc:  # noqa: BLE001 - the page shows the error instead of a broken stream
             error = _("The answer failed: %(error)s") % {"error": exc}
         reply = serving.record_turn(conversation=conversation, question=question, answer=final, engine=engine,
-                                    seconds=time.perf_counter() - started, error=error)
+                                    seconds=time.perf_counter() - started, error=error, endpoint="chat.stream")
         html = render_to_string("inference/_message.html",
                                 {"m": reply, "place": place, "domain": place.domain, "last": True}, request=request)
         yield _event("done", {"html": html, "message_id": reply.pk, "covered": reply.covered, "error": error})
