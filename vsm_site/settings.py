@@ -146,6 +146,18 @@ Q_CLUSTER["ALT_CLUSTERS"] = (
     {VSM_GPU_QUEUE: {"workers": env.env_int("VSM_GPU_WORKERS", 1, minimum=1)}} if VSM_GPU_QUEUE else {}
 )
 
+# Experiment logs: every training run writes TensorBoard event files under its run folder; with
+# VSM_WANDB_PROJECT set it also logs to Weights & Biases (WANDB_API_KEY as wandb reads it;
+# VSM_WANDB_MODE=offline keeps the W&B files in the run folder).
+VSM_WANDB = {"project": env.env_str("VSM_WANDB_PROJECT", "") or "", "entity": env.env_str("VSM_WANDB_ENTITY", "") or "",
+             "mode": env.env_choice("VSM_WANDB_MODE", "online", ("online", "offline"))}
+
+# Monitoring (inference_app/monitoring.py): /metrics is open to loopback and private addresses and
+# staff unless VSM_METRICS_TOKEN is set (then a bearer token); alerts go to the vsm.alerts log and,
+# when set, as JSON to VSM_ALERT_WEBHOOK.
+VSM_METRICS_TOKEN = env.env_str("VSM_METRICS_TOKEN", "") or ""
+VSM_ALERT_WEBHOOK = env.env_str("VSM_ALERT_WEBHOOK", "") or ""
+
 CACHES = {"default": env.cache(env.env_str("VSM_CACHE"), env.env_str("VSM_BROKER"), VSM_DATA_DIR)}
 
 REST_FRAMEWORK = {
