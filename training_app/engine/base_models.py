@@ -17,12 +17,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 EMBEDDED_GEMMA = "embedded:gemma3-270m"
 EMBEDDED_MODELS = {EMBEDDED_GEMMA: "gemma3-270m"}
@@ -52,8 +50,8 @@ class BaseModelError(ValueError):
 def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     """Return a local HF folder (config.json + weights + tokenizer) for ``spec``.
 
-    ``spec`` is ``EMBEDDED_GEMMA``, a local folder, a ``.gguf`` file, or a Hugging Face id
-    (``org/name``). GGUF sources are imported once into ``cache_dir``; later calls return
+    ``spec`` is ``EMBEDDED_GEMMA``, a local folder, a ``.gguf`` file, or a hub id: ``org/name``
+    on the default hub (``VSM_MODEL_HUB``), ``hf:org/name`` or ``modelscope:org/name``. GGUF sources are imported once into ``cache_dir``; later calls return
     the cached folder at once.
     """
     spec = str(spec or "").strip()
@@ -71,6 +69,11 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
             )
         return _import_embedded(spec, cache_dir)
 
+    from .model_sources import split_spec
+
+    hub, repo_id = split_spec(spec)
+    if hub is not None:  # hf:org/name, modelscope:org/name
+        return _resolve_hub_id(repo_id, hub)
     path = Path(spec).expanduser()
     if path.is_dir():
         return validate_model_dir(path)
@@ -130,65 +133,28 @@ def validate_model_dir(path: Path) -> Path:
 # --------------------------------------------------------------------------- hub ids
 
 
-def _offline() -> bool:
-    return any(
-        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+def _resolve_hub_id(repo_id: str, hub: str | None = None) -> Path:
+    """A hub id (Hugging Face or ModelScope) through the hub's local cache; downloads only when
+    the hub is allowed and reachable (see ``model_sources``)."""
+    from . import model_sources as sources
 
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    hub = hub or sources.default_hub()
+    if not HF_ID_RE.match(repo_id):
+        raise BaseModelError(f"{repo_id!r} is not a {sources.LABEL[hub]} model id (org/name).")
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken"]
+    fallback = f"the embedded default {EMBEDDED_GEMMA!r}"
     try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _resolve_hub_id(repo_id: str) -> Path:
-    """A hub id through the local HF cache; downloads only when online and not HF_HUB_OFFLINE."""
-    from huggingface_hub import snapshot_download
-
-    patterns = [
-        "*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken",
-    ]
-    try:
-        local = snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns)
-        return validate_model_dir(Path(local))
-    except BaseModelError:
-        cached_but_broken = True
-    except Exception:  # not in the local cache (LocalEntryNotFoundError and friends)
-        cached_but_broken = False
-    how_to = (
-        "To use a local copy, download it on a machine with internet "
-        f"(`huggingface-cli download {repo_id} --local-dir <folder>`), copy the folder here and "
-        "give its path as the base model, or use the embedded default "
-        f"{EMBEDDED_GEMMA!r}."
-    )
-    if _offline():
-        state = "is incomplete in" if cached_but_broken else "is not in"
-        raise BaseModelError(
-            f"Hugging Face model {repo_id!r} {state} the local Hugging Face cache and "
-            f"HF_HUB_OFFLINE is set, so VSM did not try to download it. {how_to}"
-        )
-    if not _hub_reachable():
-        raise BaseModelError(
-            f"Hugging Face model {repo_id!r} is not in the local cache and "
-            f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co')} cannot be reached from "
-            f"this machine. {how_to}"
-        )
-    try:
-        local = snapshot_download(repo_id, allow_patterns=patterns)
-    except Exception as exc:  # 404, gated repo, auth, network drop
-        raise BaseModelError(
-            f"Could not download Hugging Face model {repo_id!r}: {type(exc).__name__}: {exc}. "
-            "Check the id's spelling; gated models need `huggingface-cli login` or HF_TOKEN. "
-            + how_to
-        ) from exc
-    return validate_model_dir(Path(local))
+        local = sources.cached(hub, repo_id, patterns)
+        if local is not None:
+            try:
+                return validate_model_dir(local)
+            except BaseModelError as exc:
+                raise BaseModelError(f"{sources.LABEL[hub]} model {repo_id!r} is incomplete in the local "
+                                     f"{sources.LABEL[hub]} cache ({exc}). "
+                                     + sources.how_to_use_a_local_copy(hub, repo_id, fallback)) from exc
+        return validate_model_dir(sources.fetch(hub, repo_id, patterns=patterns, fallback=fallback))
+    except sources.SourceError as exc:
+        raise BaseModelError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- GGUF import
