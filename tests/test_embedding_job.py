@@ -2,6 +2,8 @@
 retrieval evaluation → promoted → the index is rebuilt with it."""
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -13,7 +15,7 @@ from domains.models import Job
 from inference_app import services as retrieval
 from inference_app.models import RetrievalIndex
 from training_app import services
-from training_app.models import ModelVersion, TrainingRun
+from training_app.models import ModelExport, ModelVersion, TrainingRun
 
 from .test_distill_jobs import make_chunks
 from .training_engine.tiny_bert import tiny_bert  # noqa: F401 - the fixture is used by name
@@ -66,7 +68,26 @@ def test_an_embedding_run_trains_evaluates_and_its_promotion_rebuilds_the_index(
 
     page = client_as(bob).get(f"/d/{domain.slug}/models/{model.pk}/").content.decode()
     assert 'data-retriever="fine-tuned"' in page and page.count('class="score-plot"') == 2
-    assert 'id="export-form"' not in page  # LLM exports do not apply to an embedding model
+    # its export is ONNX (float32 and int8), each checked against PyTorch
+    assert "Export to ONNX" in page and 'name="gguf_outtype"' not in page
+    response = client_as(bob).post(f"/d/{domain.slug}/models/{model.pk}/export/")
+    assert response.status_code == 302
+    export = ModelExport.objects.get(model_version=model)
+    assert export.onnx and export.formats == ["onnx", "onnx-int8"] and export.job.kind == "export"
+    run_job(export.job.pk)
+    export.refresh_from_db()
+    assert export.job.status == Job.Status.SUCCEEDED, export.job.error + export.job.log_tail
+    assert export.files["onnx"]["min_cosine"] >= 0.99 and "cosine to PyTorch" in export.job.log_tail
+    assert {"onnx", "archive"} <= set(export.files)
+    names = zipfile.ZipFile(export.artifact_file("archive")).namelist()
+    assert "onnx/model.onnx" in names and "onnx/vsm_onnx.json" in names
+    download = client_as(bob).get(f"/d/{domain.slug}/exports/{export.pk}/download/?file=onnx")
+    import hashlib
+
+    assert download.status_code == 200
+    assert hashlib.sha256(b"".join(download.streaming_content)).hexdigest() == export.files["onnx"]["sha256"]
+    page = client_as(bob).get(f"/d/{domain.slug}/models/{model.pk}/").content.decode()
+    assert 'data-artifact="onnx"' in page and "cos ≥" in page
 
     RetrievalIndex.objects.create(domain=domain, encoder=str(tiny_bert))
     with django_capture_on_commit_callbacks(execute=True):

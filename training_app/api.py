@@ -218,7 +218,7 @@ class ModelExportViewSet(
         with api_errors():
             export = start_export(domain=domain, model_version=version, by=_actor(request), merged=values["merged"],
                                   gguf_outtype=values["gguf_outtype"], quantize=values["quantize"],
-                                  modelfile=values["modelfile"])
+                                  modelfile=values["modelfile"], onnx=values["onnx"])
         export = self.get_queryset().get(pk=export.pk)
         return Response(
             self.get_serializer(export).data,
@@ -229,7 +229,7 @@ class ModelExportViewSet(
     @extend_schema(
         summary="Download a file of an export",
         description="`file` is one of archive (the default: everything chosen in one zip with SHA256SUMS), merged "
-                    "(the merged model.safetensors), gguf, quantized or modelfile. 404 when the export has not "
+                    "(the merged model.safetensors), gguf, quantized, modelfile, onnx or onnx_int8. 404 when the export has not "
                     "produced it (yet).",
         parameters=[OpenApiParameter("file", OpenApiTypes.STR, enum=list(ModelExport.ARTIFACTS),
                                      default="archive")],

@@ -34,6 +34,7 @@ MESSAGES = {
     "quantize": gettext_noop("Quantizing the GGUF"),
     "modelfile": gettext_noop("Writing the Ollama Modelfile"),
     "archive": gettext_noop("Packaging the archive"),
+    "onnx": gettext_noop("Exporting to ONNX and checking it against PyTorch"),
 }
 # Files of the merged folder that stay on the server (vsm_merge.json holds server paths).
 PRIVATE_FILES = {"vsm_merge.json"}
@@ -129,6 +130,9 @@ def export_model(ctx: JobContext) -> dict:
     _clean_temps(out)
     if export.output_path != _rel(out):
         ModelExport.objects.filter(pk=export.pk).update(output_path=_rel(out))
+
+    if export.onnx:
+        return _export_onnx(ctx, export, version, out)
 
     # Fail before any work when a tool a later step needs is missing.
     if export.gguf_outtype:
@@ -259,3 +263,49 @@ def export_model(ctx: JobContext) -> dict:
     ctx.log(f"export #{export.pk} of v{version.number}: {', '.join(sorted(files))}")
     return {"export_id": export.pk, "model_version": version.number,
             "files": {name: info.get("bytes") for name, info in files.items()}}
+
+
+def _export_onnx(ctx: JobContext, export: ModelExport, version: ModelVersion, out: Path) -> dict:
+    """An embedding version as ONNX, float32 and int8, each checked against the PyTorch embeddings,
+    and one archive with the tokenizer (what onnxruntime needs on another platform)."""
+    from training_app.engine import export as engine
+    from training_app.engine.onnx_export import export_embedding_onnx
+    from training_app.services import embedding_export_source
+
+    stem = f"{export.domain.slug}-v{version.number}"
+    folder = out / "onnx"
+    archive = out / f"{stem}-onnx-export{export.pk}.zip"
+    files = dict(export.files or {})
+    ctx.progress(0, 2, message=MESSAGES["onnx"])
+    manifest = folder / "vsm_onnx.json"
+    if manifest.is_file() and "onnx" in files:
+        ctx.log("the ONNX models are already there (an earlier attempt); keeping them")
+    else:
+        try:
+            source = embedding_export_source(version)
+            result = export_embedding_onnx(source, folder)
+        except ValidationError as exc:
+            ctx.fail(" ".join(exc.messages))
+        except engine.ExportError as exc:
+            ctx.fail(str(exc))
+        for kind, reason in result.rejected.items():
+            ctx.log(f"{kind} not kept: {reason}")
+        for kind, name in (("fp32", "onnx"), ("int8", "onnx_int8")):
+            if kind not in result.files:
+                continue
+            path = Path(result.files[kind])
+            files[name] = {**_info(path, f"{stem}-{path.name}"), "min_cosine": result.min_cosine[kind],
+                           "mean_cosine": result.mean_cosine[kind]}
+            ctx.log(f"{path.name}: {result.bytes[kind]} bytes, cosine to PyTorch ≥ {result.min_cosine[kind]:.4f} "
+                    f"over {result.texts} sample texts")
+        ModelExport.objects.filter(pk=export.pk).update(files=files)
+    ctx.progress(1, 2, message=MESSAGES["archive"])
+    if not (archive.is_file() and "archive" in files):
+        items = {f"onnx/{p.name}": p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        engine.package_export(items, archive)
+    files["archive"] = _info(archive)
+    ModelExport.objects.filter(pk=export.pk).update(files=files)
+    ctx.progress(2, 2, message=gettext_noop("Done"))
+    return {"export_id": export.pk, "model_version": version.number,
+            "files": {name: info.get("bytes") for name, info in files.items()},
+            "min_cosine": {name: files[name].get("min_cosine") for name in ("onnx", "onnx_int8") if name in files}}

@@ -140,7 +140,7 @@ class ModelExport(models.Model):
         Q4_K_M = "Q4_K_M", "Q4_K_M"
 
     # The artifacts a person can download, in the order shown; names are fixed, never paths.
-    ARTIFACTS = ("archive", "merged", "gguf", "quantized", "modelfile")
+    ARTIFACTS = ("archive", "merged", "gguf", "quantized", "modelfile", "onnx", "onnx_int8")
 
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="model_exports")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="exports")
@@ -150,6 +150,8 @@ class ModelExport(models.Model):
     quantize = models.CharField(_("quantization"), max_length=8, choices=Quantize.choices, blank=True,
                                 default=Quantize.Q4_K_M)
     modelfile = models.BooleanField(_("Ollama Modelfile"), default=True)
+    onnx = models.BooleanField(_("ONNX (float32 and int8)"), default=False,
+                               help_text=_("embedding models: ONNX for onnxruntime on any platform"))
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     output_path = models.CharField(max_length=500, blank=True, help_text=_("relative to VSM_DATA_DIR"))
     files = models.JSONField(default=dict, blank=True,
@@ -191,6 +193,8 @@ class ModelExport(models.Model):
             chosen.append(self.quantize)
         if self.modelfile:
             chosen.append("Modelfile")
+        if self.onnx:
+            chosen += ["onnx", "onnx-int8"]
         return chosen
 
     @property
@@ -221,7 +225,8 @@ class ModelExport(models.Model):
             info = (self.files or {}).get(name)
             if isinstance(info, dict) and info.get("path"):
                 out.append({"artifact": name, "filename": info.get("name") or Path(info["path"]).name,
-                            "bytes": info.get("bytes"), "sha256": info.get("sha256", "")})
+                            "bytes": info.get("bytes"), "sha256": info.get("sha256", ""),
+                            "min_cosine": info.get("min_cosine")})
         return out
 
 

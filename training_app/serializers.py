@@ -112,7 +112,7 @@ class ModelExportSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelExport
         fields = [
-            "id", "model_version", "model_version_number", "merged", "gguf_outtype", "quantize", "modelfile",
+            "id", "model_version", "model_version_number", "merged", "gguf_outtype", "quantize", "modelfile", "onnx",
             "formats", "status", "job", "output_path", "files", "created_by", "created_at",
         ]
         read_only_fields = fields
@@ -135,6 +135,9 @@ class ModelExportStartSerializer(serializers.Serializer):
     quantize = serializers.CharField(default="Q4_K_M", allow_blank=True, max_length=8,
                                      help_text=_("Q4_K_M, or empty for none."))
     modelfile = serializers.BooleanField(default=True, help_text=_("An Ollama Modelfile for the GGUF."))
+    onnx = serializers.BooleanField(default=False, help_text=_(
+        "ONNX, float32 and int8, each checked against PyTorch. Embedding versions always export to ONNX (the "
+        "other formats are for language models)."))
 
 
 class EvaluationRunSerializer(serializers.ModelSerializer):

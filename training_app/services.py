@@ -195,13 +195,31 @@ def export_source(version: ModelVersion) -> tuple[str, Path, Path | None]:
                                             f"({version.adapter_path}); restore it from a backup or train again."})
 
 
+def embedding_export_source(version: ModelVersion) -> Path:
+    """The sentence-transformers folder of an embedding version, checked on disk."""
+    folder = settings.VSM_DATA_DIR / version.adapter_path if version.adapter_path else None
+    if folder is None or not ((folder / "modules.json").is_file() or (folder / "config.json").is_file()):
+        raise ValidationError({"model_version": f"The weights of embedding model v{version.number} are missing from "
+                                                f"the data folder ({version.adapter_path or 'not recorded'}); "
+                                                f"restore it from a backup or train again."})
+    return folder
+
+
 def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: bool = True,
-                 gguf_outtype: str = "f16", quantize: str = "Q4_K_M", modelfile: bool = True):
-    """Check the formats and that the version's weights are on disk, then create the export and queue its job."""
-    from training_app.models import ModelExport
+                 gguf_outtype: str = "f16", quantize: str = "Q4_K_M", modelfile: bool = True, onnx: bool = False):
+    """Check the formats and that the version's weights are on disk, then create the export and queue its job.
+
+    Embedding versions export to ONNX (float32 and int8) only; language models to the other formats."""
+    from training_app.models import ModelExport, TrainingRun
 
     if model_version.domain_id != domain.pk:
         raise ValidationError({"model_version": "That model version belongs to another domain."})
+    if model_version.kind == TrainingRun.Kind.EMBEDDING:
+        embedding_export_source(model_version)
+        merged, gguf_outtype, quantize, modelfile, onnx = False, "", "", False, True
+    elif onnx:
+        raise ValidationError({"onnx": "ONNX export is for embedding models; export a language model as "
+                                       "safetensors or GGUF."})
     gguf_outtype, quantize = gguf_outtype or "", quantize or ""
     if gguf_outtype not in EXPORT_OUTTYPES:
         raise ValidationError({"gguf_outtype": f"GGUF type must be f16 or q8_0 (or none), not {gguf_outtype!r}."})
@@ -214,13 +232,14 @@ def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: boo
         errors["modelfile"] = "An Ollama Modelfile needs a GGUF: choose a GGUF type too."
     if errors:
         raise ValidationError(errors)
-    if not merged and not gguf_outtype:
+    if not merged and not gguf_outtype and not onnx:
         raise ValidationError("Choose at least one format: merged safetensors or GGUF.")
-    export_source(model_version)
+    if not onnx:
+        export_source(model_version)
     with transaction.atomic():
         export = ModelExport.objects.create(
             domain=domain, model_version=model_version, merged=bool(merged), gguf_outtype=gguf_outtype,
-            quantize=quantize, modelfile=bool(modelfile),
+            quantize=quantize, modelfile=bool(modelfile), onnx=bool(onnx),
             created_by=by if getattr(by, "is_authenticated", False) else None,
         )
         job = enqueue_job(domain=domain, kind="export", params={"export_id": export.pk}, created_by=by)
@@ -228,7 +247,7 @@ def start_export(*, domain: Domain, model_version: ModelVersion, by, merged: boo
         export.output_path = str(export_dir(export).relative_to(settings.VSM_DATA_DIR))
         ModelExport.objects.filter(pk=export.pk).update(job=job, output_path=export.output_path)
         formats = [f for f, on in (("safetensors", merged), (f"gguf-{gguf_outtype}", gguf_outtype),
-                                   (quantize, quantize), ("modelfile", modelfile)) if on]
+                                   (quantize, quantize), ("modelfile", modelfile), ("onnx", onnx)) if on]
         audit.record(domain=domain, by=by, action="export.start", target=f"model v{model_version.number}",
                      summary=", ".join(formats), export=export.pk, formats=formats)
     return export

@@ -459,8 +459,9 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
         "gate": _gate(model) if access.is_owner and not model.is_active else None,
         "promotions": model.promotions.select_related("by", "previous")[:20],
         "evaluations": model.evaluations.select_related("job", "dataset_version")[:10],
-        "exports": _exports(access, model)[:50] if model.kind != TrainingRun.Kind.EMBEDDING else [],
-        "exportable": model.kind != TrainingRun.Kind.EMBEDDING,
+        "exports": _exports(access, model)[:50],
+        "exportable": True,
+        "embedding": model.kind == TrainingRun.Kind.EMBEDDING,
         "export_form": export_form or (ModelExportForm() if access.can_write
                                        and model.kind != TrainingRun.Kind.EMBEDDING else None),
         "section": "training",
@@ -517,6 +518,14 @@ def model_export_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse
     """Experts export a model version (merged safetensors, GGUF, Q4_K_M, Modelfile, archive) as a job."""
     access = gate.for_request(request, slug, min_role=Role.EXPERT)
     model = _model_of(access, pk)
+    if model.kind == TrainingRun.Kind.EMBEDDING:  # one format: ONNX, float32 and int8
+        try:
+            export = start_export(domain=access.domain, model_version=model, by=request.user, onnx=True)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]) + "#exports")
+        messages.success(request, _("Export #%(id)s queued. Its progress shows below.") % {"id": export.pk})
+        return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]) + "#exports")
     form = ModelExportForm(request.POST)
     if not form.is_valid():
         return _model_page(request, access, model, form, status=400)

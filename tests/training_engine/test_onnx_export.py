@@ -21,7 +21,7 @@ def test_fp32_and_int8_onnx_match_pytorch_on_the_embedded_default(exported):
     result, out = exported
     assert result.dim == 384 and result.texts >= 8
     assert result.min_cosine["fp32"] >= 0.9999 and result.min_cosine["int8"] >= 0.99
-    assert result.bytes["int8"] < result.bytes["fp32"] / 2  # int8 weights
+    assert result.bytes["int8"] < result.bytes["fp32"] / 2 and result.rejected == {}  # int8 weights
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["files"] == {"fp32": "model.onnx", "int8": "model_int8.onnx"} and manifest["dim"] == 384
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
@@ -64,3 +64,11 @@ def test_a_threshold_the_export_cannot_reach_fails_it(tmp_path):
     with pytest.raises(ExportError, match="does not reproduce the PyTorch embeddings"):
         export_embedding_onnx(embedded_encoder_path(), tmp_path / "out", int8=False, min_cosine=1.01)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_int8_model_below_the_threshold_is_dropped_and_float32_kept(tmp_path):
+    result = export_embedding_onnx(embedded_encoder_path(), tmp_path / "out", min_cosine=0.9995)
+    assert result.min_cosine["fp32"] >= 0.9995 and result.min_cosine["int8"] < 0.9995
+    assert set(result.files) == {"fp32"} and "int8" in result.rejected and "0.9995" in result.rejected["int8"]
+    assert not (tmp_path / "out" / "model_int8.onnx").exists()
+    assert json.loads((tmp_path / "out" / MANIFEST).read_text())["files"] == {"fp32": "model.onnx"}
