@@ -48,6 +48,8 @@ def version(domain, bob, data_dir):
 
 def test_an_embedding_run_trains_evaluates_and_its_promotion_rebuilds_the_index(
         domain, alice, bob, version, tiny_bert, sent, client_as, django_capture_on_commit_callbacks):  # noqa: F811
+    make_chunks(domain, texts=[(f"第{i}条", f"设备故障代码E{100 + i}表示过流，请检查电机电缆。") for i in range(6)],
+                filename="设备手册.pdf")  # a second document, for the clustering report
     run = services.start_training(domain=domain, dataset_version=version, by=bob, kind="embedding",
                                   base_model=str(tiny_bert), overrides=FAST)
     assert run.config["objective"] == "mnrl" and run.config["epochs"] == 3
@@ -63,11 +65,16 @@ def test_an_embedding_run_trains_evaluates_and_its_promotion_rebuilds_the_index(
     for row in evaluation["table"]:
         assert 0 <= row["hit@1"] <= row["hit@3"] <= row["hit@5"] <= row["hit@10"] <= 1
     assert set(evaluation["distributions"]) == {"base", "fine-tuned"}
+    clustering = evaluation["clustering"]["document"]  # two documents, each model's chunks clustered
+    assert set(clustering) == {"base", "fine-tuned"}
+    for report in clustering.values():
+        assert report["labels"] == 2 and 0.5 <= report["purity"] <= 1 and 0 <= report["nmi"] <= 1
     history = TrainingRun.objects.get(pk=run.pk).metrics["history"]
     assert history[-1]["loss"] < history[0]["loss"]
 
     page = client_as(bob).get(f"/d/{domain.slug}/models/{model.pk}/").content.decode()
     assert 'data-retriever="fine-tuned"' in page and page.count('class="score-plot"') == 2
+    assert 'data-clustering="document-fine-tuned"' in page
     # its export is ONNX (float32 and int8), each checked against PyTorch
     assert "Export to ONNX" in page and 'name="gguf_outtype"' not in page
     response = client_as(bob).post(f"/d/{domain.slug}/models/{model.pk}/export/")

@@ -208,4 +208,34 @@ def evaluate_embedding(run: TrainingRun, base: Path, tuned: Path, work: Path, ct
             correlations[name] = spearman(cosines, [float(r["score"]) for r in scored])
     return {"split": split, "queries": len(queries), "passages": len(passages), "table": table,
             "fusion": {**weights.to_dict(), "chosen": choice.chosen} if choice else None,
-            "distributions": distributions, "spearman": correlations or None}
+            "distributions": distributions, "spearman": correlations or None,
+            "clustering": clustering_of(passages, encoders) or None}
+
+
+MAX_CLUSTER_PASSAGES = 3000
+
+
+def _section(passage) -> str | None:
+    """A chunk's section: the headings above its own (its chapter), or its only heading."""
+    path = [h for h in passage.heading_path if h]
+    if not path:
+        return None
+    return f"{passage.document_id}/" + "/".join(path[:-1] if len(path) > 1 else path)
+
+
+def clustering_of(passages, encoders: dict) -> dict:
+    """How well each model's chunk embeddings group by document and by section (the headings above
+    a chunk's own): k-means purity and NMI, base beside fine-tuned."""
+    from inference_app.engine.metrics import cluster_report
+
+    sample = passages[:MAX_CLUSTER_PASSAGES]
+    labelings = {"document": [p.document_id for p in sample], "section": [_section(p) for p in sample]}
+    out: dict = {}
+    for name, encoder in encoders.items():
+        vectors = encoder.encode([p.text for p in sample])
+        for by, labels in labelings.items():
+            keep = [i for i, label in enumerate(labels) if label is not None]
+            report = cluster_report(vectors[keep], [labels[i] for i in keep]) if keep else None
+            if report:
+                out.setdefault(by, {})[name] = report
+    return out

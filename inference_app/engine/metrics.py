@@ -120,6 +120,32 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 # --------------------------------------------------------------------------- over an index
 
 
+def purity(clusters: Sequence[Any], labels: Sequence[Any]) -> float | None:
+    """Clustering purity: each cluster counts its most common label; the share of items so counted."""
+    if not labels or len(clusters) != len(labels):
+        return None
+    by_cluster: dict[Any, dict[Any, int]] = {}
+    for c, label in zip(clusters, labels):
+        counts = by_cluster.setdefault(c, {})
+        counts[label] = counts.get(label, 0) + 1
+    return sum(max(counts.values()) for counts in by_cluster.values()) / len(labels)
+
+
+def cluster_report(vectors, labels: Sequence[Any], *, seed: int = 0) -> dict | None:
+    """k-means with k = the number of distinct labels over the vectors; purity and NMI against the labels.
+    None when there are fewer than two labels or no more items than labels (nothing to measure)."""
+    k = len(set(labels))
+    if k < 2 or len(labels) <= k:
+        return None
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    assigned = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+    return {"purity": round(purity(list(assigned), list(labels)), 4),
+            "nmi": round(float(normalized_mutual_info_score(list(labels), list(assigned))), 4),
+            "labels": k, "items": len(labels)}
+
+
 def _split(queries: Sequence[tuple[str, Any]]) -> tuple[list[str], list[set[str]]]:
     texts = [q for q, _ in queries]
     rels = [rel if isinstance(rel, Mapping) else {str(r) for r in rel} for _, rel in queries]

@@ -109,3 +109,37 @@ def test_threshold_and_auc():
     t, acc = best_threshold([0.9, 0.8], [0.1, 0.2])
     assert 0.2 < t <= 0.8 and acc == 1.0
     assert best_threshold([], [0.2]) == (None, 0.0)
+
+
+@pytest.mark.parametrize("clusters,labels,expected", [
+    ([0, 0, 1, 1], ["a", "a", "b", "b"], 1.0),
+    ([0, 0, 0, 0], ["a", "a", "b", "b"], 0.5),
+    ([0, 1, 0, 1], ["a", "a", "b", "b"], 0.5),
+    ([0, 0, 1, 1, 1], ["a", "b", "b", "b", "c"], 0.6),
+    ([5, 5, 7], ["x", "x", "x"], 1.0),
+    ([], [], None),
+    ([0, 1], ["a"], None),
+])
+def test_purity(clusters, labels, expected):
+    from inference_app.engine.metrics import purity
+
+    got = purity(clusters, labels)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_cluster_report_finds_separated_groups_and_not_random_labels():
+    import numpy as np
+
+    from inference_app.engine.metrics import cluster_report
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(3) * 10
+    vectors = np.concatenate([c + rng.normal(0, 0.1, (20, 3)) for c in centers])
+    labels = [d for d in ("doc-a", "doc-b", "doc-c") for _ in range(20)]
+    good = cluster_report(vectors, labels)
+    assert good == {"purity": 1.0, "nmi": 1.0, "labels": 3, "items": 60}
+    shuffled = list(rng.permutation(labels))
+    bad = cluster_report(vectors, shuffled)
+    assert bad["purity"] < 0.6 and bad["nmi"] < 0.2
+    assert cluster_report(vectors[:3], ["a", "b", "c"]) is None  # no more items than labels
+    assert cluster_report(vectors, ["same"] * 60) is None         # one label: nothing to measure
