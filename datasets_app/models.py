@@ -182,6 +182,8 @@ class QAPair(models.Model):
     dataset = models.ForeignKey(QADataset, on_delete=models.CASCADE, related_name="pairs")
     question = models.TextField(_("question"))
     answer = models.TextField(_("answer"))
+    history = models.JSONField(_("earlier turns"), default=list, blank=True,
+                               help_text=_("[[user, assistant], …] before the question: a multi-turn example"))
     chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="qa_pairs")
     document = models.ForeignKey(Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="qa_pairs")
     source_text = models.TextField(_("source passage"), blank=True,

@@ -3,6 +3,7 @@ add, import, bulk actions and teacher keys. Views, the API and the admin all cal
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -199,11 +200,16 @@ def assign_pairs(pairs, *, to, by) -> int:
 
 
 def add_pair(*, dataset: QADataset, by, question: str, answer: str, chunk: Chunk | None = None,
-             held_out: bool = False, approve: bool = False, source: str = QAPair.Source.MANUAL) -> QAPair:
-    """An expert's own pair (optionally approved at once)."""
+             held_out: bool = False, approve: bool = False, source: str = QAPair.Source.MANUAL,
+             history=()) -> QAPair:
+    """An expert's own pair (optionally approved at once); ``history`` makes it a multi-turn example
+    (the [user, assistant] turns before the question)."""
     question, answer = (question or "").strip(), (answer or "").strip()
     if not question or not answer:
         raise ValidationError(_("Question and answer cannot be empty."))
+    history = [[str(u).strip(), str(a).strip()] for u, a in history or ()]
+    if any(not u or not a for u, a in history):
+        raise ValidationError(_("Every earlier turn needs a question and an answer."))
     if chunk is not None and chunk.domain_id != dataset.domain_id:
         raise PermissionDenied("chunk of another domain")
     now = timezone.now()
@@ -211,7 +217,7 @@ def add_pair(*, dataset: QADataset, by, question: str, answer: str, chunk: Chunk
         pair = QAPair.objects.create(
             domain_id=dataset.domain_id, dataset=dataset, question=question, answer=answer, chunk=chunk,
             document_id=chunk.document_id if chunk else None, source_text=chunk.text if chunk else "",
-            source=source, held_out=held_out, created_by=by,
+            source=source, held_out=held_out, created_by=by, history=history,
             status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
             reviewed_by=by if approve else None, reviewed_at=now if approve else None,
         )
@@ -227,8 +233,11 @@ class ImportOutcome:
     file_error: str = ""
 
 
-def _import_key(question: str, answer: str) -> str:
-    return hashlib.sha256(f"import\0{question.strip()}\0{answer.strip()}".encode()).hexdigest()
+def _import_key(question: str, answer: str, history=()) -> str:
+    text = f"import\0{question.strip()}\0{answer.strip()}"
+    if history:  # a conversation is its own example, even when it ends like another
+        text += "\0" + json.dumps([list(t) for t in history], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # What a dataset can import: the QA formats, and the example formats the exports write.
@@ -347,8 +356,9 @@ def import_file(*, dataset: QADataset, by, data: bytes, filename: str, fmt: str 
                 with transaction.atomic():
                     pair = QAPair.objects.create(
                         question=record.question.strip(), answer=record.answer.strip(), source=QAPair.Source.IMPORT,
+                        history=[[u, a] for u, a in record.history],
                         teacher_label=f"import: {filename}"[:200], held_out=record.held_out,
-                        source_text=record.chunk_text or "", origin_key=_import_key(record.question, record.answer),
+                        source_text=record.chunk_text or "", origin_key=_import_key(record.question, record.answer, record.history),
                         created_by=by, status=QAPair.Status.APPROVED if approve else QAPair.Status.PENDING,
                         reviewed_by=by if approve else None, reviewed_at=now if approve else None, **common,
                     )

@@ -183,6 +183,66 @@ class QARecipe(Recipe):
         self.seen.extend(r.question for r in out.rows)
 
 
+class DialogueRecipe(QARecipe):
+    """Multi-turn dialogues grounded in one chunk: the teacher writes follow-up questions in order
+    (the offline teacher's pairs of the chunk, in reading order), filtered like QA pairs; the
+    earlier turns become the pair's history, so one reviewed pair is one ShareGPT conversation."""
+
+    name = "dialogue"
+    message = gettext_noop("Writing multi-turn dialogues")
+
+    def settings(self):
+        return {"turns": max(2, min(6, int(self.ctx.params.get("turns", self.ctx.params.get("per_chunk", 3)))))}
+
+    def units(self):
+        sig = self.signature
+        return [Unit(_h("dialogue", c.content_hash, sig), _chunk_payload(c))
+                for c in _chunks(self.dataset, self.ctx.params)]
+
+    def candidates(self, p: dict) -> list[dict]:
+        n = self.settings()["turns"]
+        if self.teacher is None:
+            from datasets_app.engine.offline_teacher import OfflineTeacherConfig, TeacherChunk, generate_pairs
+
+            chunk = TeacherChunk(text=p["text"], heading_path=tuple(p["heading_path"]), language=self.lang)
+            return [{**c.to_dict(), "rule": "dialogue"} for c in generate_pairs(chunk, OfflineTeacherConfig(max_pairs=n))]
+        from datasets_app.engine.prompts import dialogue_prompt
+
+        title = " › ".join(p["heading_path"])
+        data = self.ask(dialogue_prompt(p["text"], n, lang=self.lang, title=title), f"chunk:{p['chunk_id']}:dialogue")
+        out = []
+        for item in (data.get("pairs") or [])[:n]:
+            start, end = _locate(p["text"], item.get("evidence", ""))
+            out.append({"question": item["question"].strip(), "answer": item["answer"].strip(), "start": start,
+                        "end": end, "rule": "dialogue", "confidence": None})
+        return out
+
+    def produce(self, unit):
+        from datasets_app.engine.filters import FilterConfig, apply_filters
+
+        p = unit.payload
+        cands = self.candidates(p)
+        # The opening question must stand alone; the follow-ups may lean on it ("那一线城市呢？"), so
+        # only they skip the context-dependence filter.
+        opening, _rejected, counts = apply_filters(cands[:1], p["text"], seen_questions=self.seen)
+        follow, _rejected, more = apply_filters(cands[1:], p["text"], FilterConfig(check_context=False),
+                                                seen_questions=[*self.seen, *(c["question"] for c in opening)])
+        kept = opening + follow if opening else []
+        counts = {k: counts.get(k, 0) + more.get(k, 0) for k in {*counts, *more} if counts.get(k, 0) + more.get(k, 0)}
+        if len(kept) < 2:  # one turn is not a dialogue (the QA recipe makes single pairs)
+            counts["too_few_turns"] = counts.get("too_few_turns", 0) + 1
+            return Output([], counts)
+        last = kept[-1]
+        pair = QAPair(
+            domain_id=self.domain.pk, dataset=self.dataset, question=last["question"], answer=last["answer"],
+            history=[[c["question"], c["answer"]] for c in kept[:-1]], chunk_id=p["chunk_id"],
+            document_id=p["document_id"], source_text=p["text"], evidence_start=last.get("start"),
+            evidence_end=last.get("end"), source=QAPair.Source.TEACHER, teacher_label=self.label, rule="dialogue",
+            origin_key=_h(unit.key, 0), job_id=self.ctx.job_id,
+        )
+        return Output([pair], counts)
+
+
 class ParaphraseRecipe(Recipe):
     name = "paraphrase"
     message = gettext_noop("Paraphrasing approved questions")
@@ -416,8 +476,8 @@ class JudgeRecipe(Recipe):
         return Output(rows, dict(counts))
 
 
-RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (QARecipe, ParaphraseRecipe, RetrievalRecipe, EntityRecipe,
-                                                         JudgeRecipe)}
+RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (QARecipe, DialogueRecipe, ParaphraseRecipe, RetrievalRecipe,
+                                                         EntityRecipe, JudgeRecipe)}
 
 
 def _save(recipe: Recipe, unit: Unit, out: Output) -> bool:
@@ -539,5 +599,6 @@ job_handler("distill_paraphrase", _("Paraphrase questions"))(_handler("paraphras
 job_handler("distill_retrieval", _("Mine retrieval examples"))(_handler("retrieval"))
 job_handler("distill_entities", _("Annotate entities"))(_handler("entities"))
 job_handler("distill_judge", _("Write judge examples"))(_handler("judge"))
+job_handler("distill_dialogue", _("Write multi-turn dialogues"))(_handler("dialogue"))
 
 RECIPE_KINDS = {name: f"distill_{name}" for name in RECIPES}

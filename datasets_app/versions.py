@@ -53,6 +53,7 @@ def qa_record(pair: QAPair):
         document=pair.document.filename if pair.document_id else "",
         heading_path=tuple(chunk.heading_path or ()) if chunk else (), held_out=pair.held_out,
         tags=tuple(t for t in (pair.source, pair.rule) if t), group=f"pair-{pair.parent_id or pair.pk}",
+        history=tuple((str(u), str(a)) for u, a in (pair.history or ())),
     )
 
 

@@ -74,6 +74,8 @@ FILTER_LABELS = {
 }
 RECIPE_HELP = {
     "qa": gettext_lazy("Questions and answers from each chunk; they wait for review."),
+    "dialogue": gettext_lazy("Multi-turn conversations of follow-up questions on each chunk (pairs per chunk = "
+                             "turns); reviewed like pairs, trained on every answer."),
     "paraphrase": gettext_lazy("Other wordings of approved questions, with the same answer."),
     "retrieval": gettext_lazy("Query → passage examples with mined hard negatives, from approved pairs."),
     "entities": gettext_lazy("Typed entity spans per sentence, for the extraction model."),

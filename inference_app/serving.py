@@ -250,9 +250,27 @@ def record_turn(*, conversation: Conversation, question: str, answer, engine: En
     return reply
 
 
+def turns_before(message: Message) -> tuple[str, list[list[str]]]:
+    """(the question an answer replied to, the [user, assistant] turns of its conversation before
+    that question); failed answers are left out of the turns."""
+    rows = list(message.conversation.messages.filter(id__lt=message.id).order_by("id")
+                .values_list("role", "content", "error"))
+    question = next((c for r, c, _e in reversed(rows) if r == Message.Role.USER), "")
+    turns, pending = [], None
+    for role, content, error in rows:
+        if role == Message.Role.USER:
+            pending = content
+        elif role == Message.Role.ASSISTANT and pending is not None and content.strip() and not error:
+            turns.append([pending, content])
+            pending = None
+    return question, turns
+
+
 def give_feedback(*, message: Message, by, rating: int, correction: str = "") -> Feedback:
     """Thumbs up/down (and a correction) on an answer. A correction becomes a pending QA pair of
-    the domain's dataset, on the answer's first cited chunk, for the experts to review."""
+    the domain's dataset, on the answer's first cited chunk, for the experts to review; a thumbs-up
+    on an answer late in a conversation makes that conversation a pending multi-turn example.
+    Either carries the conversation's earlier turns (ShareGPT multi-turn when the version is frozen)."""
     from datasets_app.models import QADataset, QAPair
     from datasets_app.services import add_pair
     from domains.models import Chunk
@@ -271,16 +289,18 @@ def give_feedback(*, message: Message, by, rating: int, correction: str = "") ->
         feedback, _created = Feedback.objects.select_for_update().get_or_create(
             message=message, user=user, defaults={"domain_id": message.domain_id})
         feedback.rating = rating
-        if correction and correction != feedback.correction:
-            question = (message.conversation.messages.filter(role=Message.Role.USER, id__lt=message.id)
-                        .order_by("-id").values_list("content", flat=True).first() or "")
+        question, earlier = turns_before(message)
+        keeps_conversation = rating == 1 and not correction and earlier and feedback.pair_id is None \
+            and message.content.strip() and not message.error
+        if (correction and correction != feedback.correction) or keeps_conversation:
             chunk_ids = [c.get("passage_id") for c in message.citations or []]
             chunk = Chunk.objects.filter(domain_id=message.domain_id,
                                          pk__in=[int(i) for i in chunk_ids if str(i).isdigit()][:1]).first()
             dataset = (QADataset.objects.filter(domain_id=message.domain_id).order_by("id").first()
                        or QADataset.objects.create(domain_id=message.domain_id, name="main"))
             pair = add_pair(dataset=dataset, by=user, question=question or _("(question not recorded)"),
-                            answer=correction, chunk=chunk, source=QAPair.Source.FEEDBACK)
+                            answer=correction or message.content, chunk=chunk, source=QAPair.Source.FEEDBACK,
+                            history=earlier)
             feedback.pair = pair
             feedback.correction = correction
         feedback.save()

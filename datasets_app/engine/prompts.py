@@ -152,6 +152,28 @@ def _qa_user(lang: str, chunk: str, n: int, title: str) -> str:
     )
 
 
+def _dialogue_user(lang: str, chunk: str, n: int, title: str) -> str:
+    doc = wrap("document", chunk, f'title="{escape_data(title).replace(chr(34), chr(39))}"' if title else "")
+    if lang == "zh":
+        return (
+            f"{doc}\n\n根据上面 document 标签中的内容，写一段 {n} 轮的对话：用户先问一个具体问题，"
+            "之后每一问都接着上一轮的回答追问（可以用“那”“这个”“超过的话呢”等指代上文）：\n"
+            "- 每个答案只使用文档中的信息，完整准确；\n"
+            "- evidence 字段逐字摘录支撑该答案的原文片段；\n"
+            "- 按对话顺序输出；文档不足以支撑多轮对话时返回 {\"pairs\": []}。\n"
+            "输出 JSON：{\"pairs\": [{\"question\": …, \"answer\": …, \"evidence\": …}]}"
+        )
+    return (
+        f"{doc}\n\nFrom the content inside the document tags above, write a conversation of {n} turns: the user "
+        "asks a specific first question, then each question follows up on the previous answer (it may say 'that', "
+        "'and above that?'):\n"
+        "- every answer uses only information from the document, complete and accurate;\n"
+        "- `evidence` quotes verbatim the span that supports that answer;\n"
+        "- in conversation order; if the document cannot carry a conversation, return {\"pairs\": []}.\n"
+        "Output JSON: {\"pairs\": [{\"question\": …, \"answer\": …, \"evidence\": …}]}"
+    )
+
+
 def _paraphrase_user(lang: str, question: str, answer: str, n: int) -> str:
     q = wrap("question", question)
     a = wrap("answer", answer) if answer else ""
@@ -224,6 +246,15 @@ def qa_prompt(chunk: str, n: int = 5, *, lang: str = "en", title: str = "") -> P
         raise ValueError("n must be at least 1")
     lang = _check_lang(lang)
     return Prompt("qa_pairs", lang, _system("qa_pairs", lang), _qa_user(lang, chunk, n, title), qa_schema(n), "qa_pairs")
+
+
+def dialogue_prompt(chunk: str, turns: int = 3, *, lang: str = "en", title: str = "") -> Prompt:
+    """A multi-turn conversation of ``turns`` follow-up questions grounded in one chunk (the QA schema, in order)."""
+    if turns < 2:
+        raise ValueError("a dialogue needs at least 2 turns")
+    lang = _check_lang(lang)
+    return Prompt("dialogue", lang, _system("qa_pairs", lang), _dialogue_user(lang, chunk, turns, title),
+                  qa_schema(turns), "qa_pairs")
 
 
 def paraphrase_prompt(question: str, n: int = 3, *, answer: str = "", lang: str = "en") -> Prompt:

@@ -33,30 +33,75 @@ def test_chat_template_masks_every_prompt_token(tiny_tokenizers):
         assert tok.decode(ex.input_ids[:n]).endswith("<|im_start|>assistant\n")
 
 
-def test_system_and_history_are_prompt_only(tiny_tokenizers):
+def _targets(ex: Example) -> list[list[int]]:
+    """The runs of consecutive target positions (each should be one assistant turn)."""
+    runs, current = [], []
+    for t, label in zip(ex.input_ids, ex.labels):
+        if label == IGNORE:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            assert label == t  # a target is the token itself
+            current.append(t)
+    return runs + ([current] if current else [])
+
+
+def test_a_conversation_trains_every_assistant_turn_and_nothing_else(tiny_tokenizers):
     tok = tiny_tokenizers["chat"]
     row = {"question": QA[1]["question"], "answer": QA[1]["answer"], "system": "你是报销助手。",
            "history": [[QA[0]["question"], QA[0]["answer"]], {"role": "user", "content": "hi"},
                        {"role": "assistant", "content": "hello"}]}
+    (ex,), stats = encode_rows("sft", [row], tok, 256)
+    assert stats.multi_turn == 1 and stats.span_fallbacks == 0
+    # the tokens are exactly the conversation as the chat template renders it
+    full = question_messages(row["question"], system=row["system"], history=row["history"]) + [
+        {"role": "assistant", "content": row["answer"]}]
+    assert ex.input_ids == tok(tok.apply_chat_template(full, tokenize=False), add_special_tokens=False)["input_ids"]
+    # three assistant turns are targets, each with its end-of-turn; system, users and role markers are not
+    assert [tok.decode(run) for run in _targets(ex)] == [
+        QA[0]["answer"] + "<|im_end|>\n", "hello<|im_end|>\n", QA[1]["answer"] + "<|im_end|>\n"]
+    masked = tok.decode([t for t, label in zip(ex.input_ids, ex.labels) if label == IGNORE])
+    assert "你是报销助手" in masked and QA[0]["question"] in masked and "hi" in masked
+    assert masked.count("<|im_start|>assistant") == 3 and QA[0]["answer"] not in masked
+
+
+def test_sharegpt_messages_rows_and_mask_history(tiny_tokenizers):
+    tok = tiny_tokenizers["chat"]
+    row = {"messages": [{"from": "human", "value": "E100 是什么？"}, {"from": "gpt", "value": "过流。"},
+                        {"role": "user", "content": "怎么处理？"}, {"role": "assistant", "content": "检查电缆。"}]}
     (ex,), _ = encode_rows("sft", [row], tok, 256)
-    n = _assert_prompt_then_answer(ex)
-    prompt = tok.decode(ex.input_ids[:n])
-    assert prompt.startswith("<|im_start|>system\n你是报销助手。<|im_end|>")
-    assert QA[0]["answer"] in prompt and "hello" in prompt  # earlier answers are context, not targets
-    assert _answer_text(tok, ex) == QA[1]["answer"] + "<|im_end|>\n"
+    assert [tok.decode(r) for r in _targets(ex)] == ["过流。<|im_end|>\n", "检查电缆。<|im_end|>\n"]
+    # mask_history: the earlier answer is context again, only the last turn is trained
+    (last,), stats = encode_rows("sft", [row], tok, 256, mask_history=True)
+    assert [tok.decode(r) for r in _targets(last)] == ["检查电缆。<|im_end|>\n"] and stats.multi_turn == 0
+    assert last.input_ids == ex.input_ids
+    with pytest.raises(ValueError, match="row 0: messages must alternate"):
+        encode_rows("sft", [{"messages": [{"role": "user", "content": "a"}]}], tok, 256)
+
+
+def test_a_long_conversation_is_cut_from_the_left_keeping_the_latest_turns(tiny_tokenizers):
+    tok = tiny_tokenizers["chat"]
+    history = [[f"问题{i}：" + "报销" * 20, f"回答{i}。"] for i in range(8)]
+    (ex,), stats = encode_rows("sft", [{"question": "最后？", "answer": "好的。", "history": history}], tok, 120)
+    assert len(ex.input_ids) == 120 and stats.truncated == 1
+    assert tok.decode(_targets(ex)[-1]) == "好的。<|im_end|>\n"
 
 
 def test_plain_template_without_chat_template(tiny_tokenizers):
     tok = tiny_tokenizers["plain"]
-    row = {"question": QA[4]["question"], "answer": QA[4]["answer"], "system": "Be brief.",
-           "history": [["hi", "hello"]]}
+    row = {"question": QA[4]["question"], "answer": QA[4]["answer"], "system": "Be brief."}
     (ex,), stats = encode_rows("sft", [row], tok, 256)
     assert stats.template == "plain"
     n = _assert_prompt_then_answer(ex)
-    assert tok.decode(ex.input_ids[:n]) == ("Be brief.\n\nQuestion: hi\nAnswer: hello\n\n"
-                                            f"Question: {QA[4]['question']}\nAnswer:")
+    assert tok.decode(ex.input_ids[:n]) == f"Be brief.\n\nQuestion: {QA[4]['question']}\nAnswer:"
     assert _answer_text(tok, ex) == " " + QA[4]["answer"] + "<|endoftext|>"
     assert ex.labels[-1] == tok.eos_token_id
+    # a conversation in the plain format: each answer (and its EOS) is a target
+    (conv,), _ = encode_rows("sft", [{**row, "history": [["hi", "hello"]]}], tok, 256)
+    assert tok.decode(conv.input_ids) == ("Be brief.\n\nQuestion: hi\nAnswer: hello<|endoftext|>\n\n"
+                                          f"Question: {QA[4]['question']}\nAnswer: {QA[4]['answer']}<|endoftext|>")
+    assert [tok.decode(r) for r in _targets(conv)] == [" hello<|endoftext|>", f" {QA[4]['answer']}<|endoftext|>"]
 
 
 def test_template_whose_prompt_is_not_a_prefix_locates_the_assistant_span(tiny_tokenizers):

@@ -42,6 +42,8 @@ class TrainConfig:
     seed: int = 0                     # model/adapter init, data order and dropout all follow it
     grounded: bool = False            # sft: each pair also in the chat's grounded prompt (its passage + another;
                                       # some with another passage only, answered "not covered"), RAFT-style
+    mask_history: bool = False        # sft, multi-turn rows: train the last assistant turn only (default:
+                                      # every assistant turn; system and user turns are never trained)
     # --- bookkeeping -----------------------------------------------------------------
     save_every_steps: int = 50        # checkpoint every N optimizer steps (0: only at epoch ends)
     log_every_steps: int = 5          # on_progress callback every N optimizer steps (and at the last one)

@@ -50,6 +50,7 @@ class DataStats:
     label_tokens: int = 0
     template: str = ""         # "chat" or "plain"
     span_fallbacks: int = 0    # rows where the prompt was not a token prefix of the full text
+    multi_turn: int = 0        # conversations trained on every assistant turn
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -67,7 +68,11 @@ def _message(m: Any, i: int) -> dict[str, str]:
 
 
 def sft_messages(row: dict[str, Any], i: int = 0) -> tuple[list[dict[str, str]], str]:
-    """(prompt messages, answer) for an sft row ``{question, answer, system?, history?}``."""
+    """(prompt messages, answer) for an sft row ``{question, answer, system?, history?}`` (or a
+    ShareGPT ``{messages}`` row: everything before its last assistant turn is the prompt)."""
+    if row.get("messages") is not None and row.get("question") is None:
+        msgs = conversation_messages(row, i)
+        return msgs[:-1], msgs[-1]["content"]
     q, a = row.get("question"), row.get("answer")
     if not isinstance(q, str) or not isinstance(a, str):
         raise ValueError(f"row {i}: sft rows need 'question' and 'answer' strings")
@@ -235,6 +240,85 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, str]], answer: str) -> t
     return full[:cut], a, fallback
 
 
+def conversation_messages(row: dict[str, Any], i: int = 0) -> list[dict[str, str]] | None:
+    """The whole conversation of a multi-turn sft row, or None for a single-turn one.
+
+    A row is multi-turn when it carries ShareGPT ``messages`` (system?, then user/assistant turns
+    ending with an assistant turn) or a non-empty ``history`` beside its question and answer."""
+    if row.get("messages") is not None:
+        raw = row["messages"]
+        if not isinstance(raw, list) or not raw:
+            raise ValueError(f"row {i}: 'messages' must be a non-empty list")
+        msgs = [_message(m, i) for m in raw]
+        body = msgs[1:] if msgs[0]["role"] == "system" else msgs
+        roles = [m["role"] for m in body]
+        if len(roles) < 2 or len(roles) % 2 or roles != ["user", "assistant"] * (len(roles) // 2):
+            raise ValueError(f"row {i}: messages must alternate user/assistant after an optional system "
+                             "and end with an assistant turn")
+        return msgs
+    if not row.get("history"):
+        return None
+    prompt, answer = sft_messages(row, i)
+    return prompt + [{"role": "assistant", "content": answer}]
+
+
+def encode_conversation(tokenizer, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], bool]:
+    """(input ids, labels, used_fallback) of a multi-turn conversation: every assistant turn is a
+    target (its content and the tokens that end it), everything else (system, user turns, the
+    template's role markers) is IGNORE.
+
+    With a chat template the conversation is built turn by turn: the prompt up to each assistant
+    turn (``encode_chat``) must extend the tokens so far. A template that renders earlier turns
+    differently once later ones follow (some drop earlier reasoning) breaks that; then only the last
+    assistant turn is a target, as in a single-turn row, and ``used_fallback`` says so.
+    """
+    msgs = list(messages)
+    turns = [k for k, m in enumerate(msgs) if m["role"] == "assistant"]
+    if not turns:
+        raise ValueError("a conversation needs at least one assistant turn")
+    if not has_chat_template(tokenizer):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has neither a chat template nor an EOS token")
+        ids: list[int] = []
+        labels: list[int] = []
+        bos = getattr(tokenizer, "bos_token_id", None)
+        for k, m in enumerate(msgs):
+            if m["role"] == "assistant":
+                seg = _ids(tokenizer, " " + m["content"].strip(), False) + [int(tokenizer.eos_token_id)]
+                ids += seg
+                labels += seg
+                continue
+            text = plain_prompt_text([m])
+            if k and msgs[k - 1]["role"] == "assistant":
+                text = "\n\n" + text
+            seg = _ids(tokenizer, text, not ids and bos is not None)
+            ids += seg
+            labels += [IGNORE] * len(seg)
+        return ids, labels, False
+    ids, labels = [], []
+    for k in turns:
+        p, a, _fb = encode_chat(tokenizer, msgs[:k], msgs[k]["content"])
+        if p[:len(ids)] != ids:  # the template re-rendered an earlier turn: train the last turn only
+            p, a, _fb = encode_chat(tokenizer, msgs[:turns[-1]], msgs[turns[-1]]["content"])
+            return p + a, [IGNORE] * len(p) + list(a), True
+        delta = p[len(ids):]
+        ids = ids + delta + a
+        labels = labels + [IGNORE] * len(delta) + list(a)
+    return ids, labels, False
+
+
+def _fit_conversation(ids: list[int], labels: list[int], max_length: int,
+                      bos_id: int | None) -> tuple[list[int] | None, list[int] | None, bool]:
+    """Cut a conversation from the left (keeping BOS) to max_length; None when no target is left."""
+    if len(ids) <= max_length:
+        return ids, labels, False
+    keep = 1 if ids and bos_id is not None and ids[0] == bos_id else 0
+    ids, labels = ids[:keep] + ids[len(ids) - (max_length - keep):], labels[:keep] + labels[len(labels) - (max_length - keep):]
+    if all(x == IGNORE for x in labels):
+        return None, None, True
+    return ids, labels, True
+
+
 def _fit(p: list[int], a: list[int], max_length: int, bos_id: int | None) -> tuple[list[int] | None, bool]:
     """Cut the prompt from the left so prompt+answer fits; None when the answer cannot fit."""
     if len(p) + len(a) <= max_length:
@@ -246,8 +330,11 @@ def _fit(p: list[int], a: list[int], max_length: int, bos_id: int | None) -> tup
     return p[:keep_head] + p[len(p) - room:], True
 
 
-def encode_rows(kind: str, rows: Iterable[dict[str, Any]], tokenizer, max_length: int) -> tuple[list[Example], DataStats]:
-    """Examples for a training kind, with counts of what had to be cut or dropped."""
+def encode_rows(kind: str, rows: Iterable[dict[str, Any]], tokenizer, max_length: int, *,
+                mask_history: bool = False) -> tuple[list[Example], DataStats]:
+    """Examples for a training kind, with counts of what had to be cut or dropped.
+
+    Multi-turn sft rows train every assistant turn (``mask_history`` keeps only the last one a target)."""
     stats = DataStats(template="chat" if has_chat_template(tokenizer) and kind != "cpt" else "plain")
     out: list[Example] = []
     bos = getattr(tokenizer, "bos_token_id", None)
@@ -273,6 +360,18 @@ def encode_rows(kind: str, rows: Iterable[dict[str, Any]], tokenizer, max_length
                 out.append(Example(list(w), list(w)))
             continue
         if kind == "sft":
+            conversation = conversation_messages(row, i) if not mask_history else None
+            if conversation is not None:  # multi-turn: every assistant turn is trained, nothing else
+                ids, labels, fb = encode_conversation(tokenizer, conversation)
+                stats.span_fallbacks += int(fb)
+                ids, labels, cut = _fit_conversation(ids, labels, max_length, bos)
+                if ids is None:
+                    stats.dropped += 1
+                    continue
+                stats.truncated += int(cut)
+                stats.multi_turn += 1
+                out.append(Example(ids, labels))
+                continue
             msgs, answer = sft_messages(row, i)
         elif kind == "judge_sft":
             msgs, answer = judge_messages(row, i)

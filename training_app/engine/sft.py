@@ -438,13 +438,14 @@ def train(config: TrainConfig, rows: Iterable[dict[str, Any]], out_dir: str | os
     amp = plan.autocast_dtype()
 
     tokenizer = load_tokenizer(base_path)
-    examples, stats = encode_rows(config.kind, rows, tokenizer, config.max_length)
+    examples, stats = encode_rows(config.kind, rows, tokenizer, config.max_length, mask_history=config.mask_history)
     if not examples:
         raise ValueError(f"none of the {stats.rows} rows fits max_length={config.max_length} "
                          f"({stats.dropped} dropped)")
     eval_examples: list[Example] = []
     if eval_rows:
-        eval_examples, _ = encode_rows(config.kind, eval_rows, tokenizer, config.max_length)
+        eval_examples, _ = encode_rows(config.kind, eval_rows, tokenizer, config.max_length,
+                                       mask_history=config.mask_history)
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
