@@ -9,7 +9,7 @@ from domains.models import AuditEvent, Domain
 
 ACTIONS = {
     "member.add", "member.role", "member.remove", "key.create", "key.revoke", "teacher_key.add",
-    "pair.review", "pair.bulk_review", "model.promote", "model.demote", "export.start", "deployment.change",
+    "pair.review", "pair.bulk_review", "model.promote", "model.demote", "export.start", "export.push", "deployment.change",
 }
 _SECRET_WORDS = ("secret", "password", "token", "api_key", "key_hash", "encrypted")
 

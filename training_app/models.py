@@ -367,3 +367,46 @@ class PromotionPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.domain.slug} promotion gate"
+
+
+class HubCredential(models.Model):
+    """An owner's access token for a model hub, encrypted at rest (as teacher keys are); one per domain and hub."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="hub_credentials")
+    hub = models.CharField(max_length=20, default="huggingface")
+    token_encrypted = models.TextField(editable=False)
+    fingerprint = models.CharField(max_length=8, editable=False, help_text=_("last characters, to recognise it"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["domain", "hub"], name="hubcredential_one_per_hub")]
+
+    def __str__(self) -> str:
+        return f"{self.hub} token …{self.fingerprint}"
+
+
+class HubPush(models.Model):
+    """One push of an export to a hub repository, with the model card it carried; its Job runs it."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="hub_pushes")
+    export = models.ForeignKey(ModelExport, on_delete=models.CASCADE, related_name="pushes")
+    hub = models.CharField(max_length=20, default="huggingface")
+    repo_id = models.CharField(_("repository"), max_length=200)
+    private = models.BooleanField(_("private"), default=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    url = models.CharField(max_length=500, blank=True)
+    commit = models.CharField(max_length=80, blank=True)
+    card = models.TextField(blank=True, help_text=_("the README.md pushed with the files"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DomainOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"push #{self.pk} to {self.hub}:{self.repo_id}"

@@ -263,4 +263,4 @@ def _train_or_fail(ctx: JobContext, config, rows, out_dir, eval_rows, on_progres
         raise
 
 
-from training_app import evaluation_tasks, export_tasks  # noqa: E402,F401
+from training_app import evaluation_tasks, export_tasks, hub_tasks  # noqa: E402,F401

@@ -14,6 +14,7 @@ urlpatterns = [
     path("d/<slug:slug>/models/<int:pk>/demote/", views.model_demote, name="model-demote"),
     path("d/<slug:slug>/models/<int:pk>/export/", views.model_export_start, name="model-export"),
     path("d/<slug:slug>/exports/<int:pk>/download/", views.export_download, name="export-download"),
+    path("d/<slug:slug>/exports/<int:pk>/push/", views.export_push, name="export-push"),
     path("d/<slug:slug>/evaluations/", views_evaluation.evaluation_list, name="evaluation-list"),
     path("d/<slug:slug>/evaluations/policy/", views_evaluation.promotion_policy, name="promotion-policy"),
     path("d/<slug:slug>/evaluations/new/", views_evaluation.evaluation_start, name="evaluation-start"),

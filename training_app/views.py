@@ -26,7 +26,7 @@ from domains.forms import apply_errors
 from domains.models import Role
 from domains.views import _job_fragment
 from training_app.forms import EDITABLE, ModelExportForm, TrainingStartForm
-from training_app.models import ModelExport, ModelVersion, TrainingRun
+from training_app.models import HubCredential, ModelExport, ModelVersion, TrainingRun
 from training_app.services import start_export, start_training
 
 # Config fields shown first on the run and model pages (the rest follow in the config's order).
@@ -460,6 +460,8 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
         "promotions": model.promotions.select_related("by", "previous")[:20],
         "evaluations": model.evaluations.select_related("job", "dataset_version")[:10],
         "exports": _exports(access, model)[:50],
+        "hub_token": (HubCredential.objects.filter(domain=access.domain, hub="huggingface").first()
+                      if access.is_owner else None),
         "exportable": True,
         "embedding": model.kind == TrainingRun.Kind.EMBEDDING,
         "export_form": export_form or (ModelExportForm() if access.can_write
@@ -539,6 +541,27 @@ def model_export_start(request: HttpRequest, slug: str, pk: int) -> HttpResponse
         return _model_page(request, access, model, form, status=400)
     messages.success(request, _("Export #%(id)s queued. Its progress shows below.") % {"id": export.pk})
     return redirect(reverse("model-detail", args=[access.domain.slug, model.pk]) + "#exports")
+
+
+@login_required
+@require_POST
+def export_push(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Owners push a finished export to a model hub with their token (kept encrypted for the next push)."""
+    from training_app.hub_tasks import start_hub_push
+
+    access = gate.for_request(request, slug, min_role=Role.OWNER)
+    export = get_object_or_404(ModelExport.objects.for_domain(access.domain).select_related("model_version", "job"),
+                               pk=_pk(pk, "export"))
+    back = reverse("model-detail", args=[access.domain.slug, export.model_version_id]) + "#exports"
+    try:
+        push = start_hub_push(domain=access.domain, export=export, by=request.user,
+                              repo_id=request.POST.get("repo_id", ""), private=request.POST.get("private") == "on",
+                              token=request.POST.get("token", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(back)
+    messages.success(request, _("Push #%(id)s to %(repo)s queued.") % {"id": push.pk, "repo": push.repo_id})
+    return redirect(back)
 
 
 @login_required

@@ -1,0 +1,126 @@
+"""Push an export to a model hub, with a model card written from the version's lineage and evaluation.
+
+``model_card(meta)`` writes the README.md a hub shows (YAML front matter with the base model,
+tags and languages, then what the model is for, how it was trained, on which data, how it scored
+and how to run it). ``push_folder`` creates the repository when it is missing and uploads a folder
+in one commit through ``huggingface_hub`` (its endpoint is configurable, so a mirror or a
+self-hosted hub works the same). No Django here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HUBS = ("huggingface",)
+REPO_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class HubError(RuntimeError):
+    """A push that failed; the message says what the hub answered (never the token)."""
+
+
+@dataclass
+class PushResult:
+    url: str
+    commit: str
+    files: int
+
+
+def check_repo_id(repo_id: str) -> str:
+    repo_id = (repo_id or "").strip()
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or any(set(p) - REPO_ID_CHARS for p in parts) \
+            or any(p.startswith((".", "-")) or ".." in p for p in parts):
+        raise ValueError(f"{repo_id!r} is not a repository id: use owner/name (letters, digits, - _ .).")
+    return repo_id
+
+
+def _yaml_list(name: str, values) -> list[str]:
+    values = [v for v in values if v]
+    return [f"{name}:"] + [f"- {v}" for v in values] if values else []
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """README.md for the hub from ``meta``: domain, version, kind, base_model, languages, dataset
+    (name, version, hash, pairs), config, metrics (training), evaluation ({configuration: {metric:
+    value}}), formats (file names), vsm (where it was made)."""
+    front = ["---", "library_name: " + ("sentence-transformers" if meta.get("kind") == "embedding" else "transformers")]
+    if meta.get("base_model") and not str(meta["base_model"]).startswith(("embedded:", "/", ".")):
+        front.append(f"base_model: {meta['base_model']}")
+    front += _yaml_list("language", meta.get("languages") or [])
+    front += _yaml_list("tags", ["vsm", "vertical-small-model", meta.get("kind") or "", *(meta.get("tags") or [])])
+    front.append("---")
+    title = f"{meta.get('domain', 'domain')} v{meta.get('version', '?')}"
+    lines = [*front, "", f"# {title}", "",
+             f"A vertical small model of the **{meta.get('domain_name') or meta.get('domain')}** domain, built "
+             "with VSM from the domain's own documents: a reviewed question–answer dataset distilled by a teacher "
+             "model, then fine-tuned and evaluated on held-out questions.", ""]
+    lines += ["## Lineage", "", "| | |", "|---|---|",
+              f"| kind | {meta.get('kind', '')} |", f"| base model | `{meta.get('base_model', '')}` |"]
+    for parent in meta.get("parents") or []:
+        lines.append(f"| trained on top of | v{parent} |")
+    data = meta.get("dataset") or {}
+    if data:
+        lines.append(f"| dataset | {data.get('name', '')} v{data.get('version', '')} "
+                     f"(`{str(data.get('hash', ''))[:12]}`, {data.get('pairs', '?')} training pairs) |")
+    lines.append("")
+    config = meta.get("config") or {}
+    if config:
+        keys = [k for k in ("method", "lora_r", "lora_alpha", "learning_rate", "epochs", "max_length", "objective")
+                if k in config]
+        lines += ["## Training", "", "| setting | value |", "|---|---|",
+                  *[f"| {k} | {config[k]} |" for k in keys]]
+        metrics = meta.get("metrics") or {}
+        for k in ("final_train_loss", "best_val_loss", "steps", "elapsed_s", "device"):
+            if metrics.get(k) is not None:
+                lines.append(f"| {k} | {metrics[k]} |")
+        lines.append("")
+    evaluation = meta.get("evaluation") or {}
+    if evaluation:
+        names = ("accuracy", "key_fact_recall", "rouge_l", "hallucination_rate", "refusal_rate", "hit@1", "mrr@10")
+        shown = [n for n in names if any(n in row for row in evaluation.values())]
+        lines += ["## Evaluation (held-out questions)", "",
+                  "| configuration | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+        for conf, row in evaluation.items():
+            cells = [f"{row[n]:.3f}" if isinstance(row.get(n), (int, float)) else "—" for n in shown]
+            lines.append(f"| {conf} | " + " | ".join(cells) + " |")
+        lines.append("")
+    formats = meta.get("formats") or []
+    if formats:
+        lines += ["## Files", "", *[f"- `{f}`" for f in formats], ""]
+        ggufs = [f for f in formats if f.endswith(".gguf")]
+        if ggufs:
+            lines += ["Run it with llama.cpp: `llama-cli -m " + ggufs[-1] + " -p \"…\"`, or with Ollama from the "
+                      "Modelfile: `ollama create " + str(meta.get("domain", "model")) + " -f Modelfile`.", ""]
+    lines += ["Answers should be checked against the domain's documents: this model was trained for one domain "
+              "and is not a general assistant.", ""]
+    if meta.get("vsm"):
+        lines += [f"_Made with VSM ({meta['vsm']})._", ""]
+    return "\n".join(lines)
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, token: str, *, hub: str = "huggingface",
+                private: bool = True, endpoint: str | None = None, message: str = "Upload from VSM") -> PushResult:
+    """Create ``repo_id`` if needed and upload every file of ``folder`` in one commit."""
+    if hub not in HUBS:
+        raise HubError(f"Pushing to {hub!r} is not supported; use one of: {', '.join(HUBS)}.")
+    repo_id = check_repo_id(repo_id)
+    folder = Path(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if not files:
+        raise HubError(f"Nothing to push: {folder} is empty.")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint or None, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                                 repo_type="model")
+    except Exception as exc:  # 401/403 (a bad token), 404, network
+        text = str(exc).replace(token, "***") if token else str(exc)
+        raise HubError(f"The hub refused the push to {repo_id}: {type(exc).__name__}: {text[:500]}") from exc
+    url = str(getattr(info, "commit_url", "") or info)
+    commit = str(getattr(info, "oid", "") or "")
+    return PushResult(url=url, commit=commit, files=len(files))
