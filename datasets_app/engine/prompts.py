@@ -131,8 +131,12 @@ _SYSTEM = {
 }
 
 
+def _titled_document(chunk: str, title: str) -> str:
+    return wrap("document", chunk, f'title="{escape_data(title).replace(chr(34), chr(39))}"' if title else "")
+
+
 def _qa_user(lang: str, chunk: str, n: int, title: str) -> str:
-    doc = wrap("document", chunk, f'title="{escape_data(title).replace(chr(34), chr(39))}"' if title else "")
+    doc = _titled_document(chunk, title)
     if lang == "zh":
         return (
             f"{doc}\n\n根据上面 document 标签中的内容，编写最多 {n} 个问答对：\n"
@@ -153,7 +157,7 @@ def _qa_user(lang: str, chunk: str, n: int, title: str) -> str:
 
 
 def _dialogue_user(lang: str, chunk: str, n: int, title: str) -> str:
-    doc = wrap("document", chunk, f'title="{escape_data(title).replace(chr(34), chr(39))}"' if title else "")
+    doc = _titled_document(chunk, title)
     if lang == "zh":
         return (
             f"{doc}\n\n根据上面 document 标签中的内容，写一段 {n} 轮的对话：用户先问一个具体问题，"
