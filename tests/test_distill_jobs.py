@@ -281,3 +281,22 @@ def test_every_recipe_offline_then_freeze_and_export(domain, dataset, bob, sent,
     assert held_q in {r.query for r in versions.load_retrieval(version, "test")}
     for fmt in versions.EXPORT_FORMATS:
         assert versions.export_version(version, fmt, "all").data, fmt
+
+
+def test_an_api_teacher_writes_a_dialogue_whose_follow_ups_may_lean_on_earlier_turns(domain, dataset, alice, sent,
+                                                                                     server):  # noqa: F811
+    text = "差旅住宿标准为每晚不超过500元，一线城市每晚不超过800元，超出部分由个人承担。"
+    make_chunks(domain, [("第十条", text)])
+    server.actions = [("good", {"pairs": [
+        {"question": "差旅住宿标准是每晚多少钱？", "answer": "每晚不超过500元。", "evidence": "每晚不超过500元"},
+        {"question": "那一线城市呢？", "answer": "一线城市每晚不超过800元。", "evidence": "一线城市每晚不超过800元"},
+        {"question": "超出的部分怎么办？", "answer": "超出部分由个人承担。", "evidence": "超出部分由个人承担"}]})]
+    teacher = _openai_teacher(domain, server, alice, n_keys=1)
+    job = run(domain, "dialogue", dataset, alice, teacher_id=teacher.pk, per_chunk=3)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    pair = QAPair.objects.get(dataset=dataset)
+    assert pair.rule == "dialogue" and pair.status == QAPair.Status.PENDING
+    assert pair.history == [["差旅住宿标准是每晚多少钱？", "每晚不超过500元。"], ["那一线城市呢？", "一线城市每晚不超过800元。"]]
+    assert pair.question == "超出的部分怎么办？" and pair.evidence == "超出部分由个人承担"
+    body = json.dumps(server.requests[0]["body"], ensure_ascii=False)
+    assert "3 轮的对话" in body and text in body
