@@ -31,6 +31,9 @@ class DomainForm(forms.Form):
         label=_("Description"), required=False, widget=forms.Textarea(attrs={"rows": 2})
     )
     language = forms.ChoiceField(label=_("Language"), choices=Domain.Language.choices, initial=Domain.Language.ZH)
+    model_hub = forms.ChoiceField(label=_("Model hub"), required=False,
+                                  choices=Domain._meta.get_field("model_hub").choices,
+                                  help_text=_("Where bare model ids come from (ModelScope for teams in mainland China)."))
 
 
 class MemberAddForm(forms.Form):

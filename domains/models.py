@@ -47,6 +47,11 @@ class Domain(models.Model):
     chunk_overlap_chars = models.PositiveIntegerField(
         _("chunk overlap (characters)"), default=200, validators=[MaxValueValidator(5000)]
     )
+    model_hub = models.CharField(
+        _("model hub"), max_length=12, blank=True, default="",
+        choices=[("", _("default (VSM_MODEL_HUB)")), ("huggingface", "Hugging Face"), ("modelscope", "ModelScope")],
+        help_text=_("Where a bare model id such as qwen/Qwen2.5-0.5B-Instruct is fetched from for this domain."),
+    )
     demo_mode = models.BooleanField(
         _("demo mode"), default=False,
         help_text=_("The pipeline approved this domain's QA pairs automatically, without expert review."),

@@ -20,7 +20,7 @@ class DomainSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Domain
-        fields = ["slug", "name", "description", "language", "created_at", "role"]
+        fields = ["slug", "name", "description", "language", "model_hub", "created_at", "role"]
         read_only_fields = ["created_at"]
 
 

@@ -18,11 +18,12 @@ from domains.signals import chunks_removed
 
 
 @transaction.atomic
-def create_domain(*, owner, slug: str, name: str, description: str = "", language: str = "zh") -> Domain:
+def create_domain(*, owner, slug: str, name: str, description: str = "", language: str = "zh",
+                  model_hub: str = "") -> Domain:
     """Create a domain with its creator as owner."""
     if Domain.objects.filter(slug=slug).exists():
         raise ValidationError({"slug": _("A domain with this slug already exists.")})
-    domain = Domain(slug=slug, name=name, description=description, language=language)
+    domain = Domain(slug=slug, name=name, description=description, language=language, model_hub=model_hub)
     domain.full_clean()
     domain.save()
     Membership.objects.create(domain=domain, user=owner, role=Role.OWNER)

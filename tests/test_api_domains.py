@@ -267,3 +267,14 @@ def test_every_api_endpoint_is_rate_limited_per_caller(db, alice, bob, domain, s
     keyed = APIClient()
     keyed.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert [keyed.get(LIST).status_code for _ in range(4)][-1] == 429
+
+
+def test_owner_chooses_the_domain_model_hub(api_as, alice, domain):
+    response = api_as(alice).patch(detail("finance"), {"model_hub": "modelscope"}, format="json")
+    assert response.status_code == 200 and response.data["model_hub"] == "modelscope"
+    domain.refresh_from_db()
+    assert domain.model_hub == "modelscope"
+    bad = api_as(alice).patch(detail("finance"), {"model_hub": "somewhere"}, format="json")
+    assert bad.status_code == 400 and "model_hub" in bad.data
+    domain.refresh_from_db()
+    assert domain.model_hub == "modelscope"

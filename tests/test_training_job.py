@@ -220,3 +220,18 @@ def test_a_grpo_run_trains_the_entity_extractor_and_records_its_version(domain, 
     assert model.kind == "grpo" and model.adapter_path.endswith("adapter") and run.metrics["steps"] == 2
     assert all("f1_reward" in h for h in run.metrics["history"])
     assert job.progress_done == job.progress_total == 2
+
+
+def test_a_domain_on_modelscope_records_its_hub_and_fails_offline_naming_it(domain, bob, version, sent,
+                                                                            monkeypatch, tmp_path):
+    domain.model_hub = "modelscope"
+    domain.save()
+    run = services.start_training(domain=domain, dataset_version=version, by=bob,
+                                  base_model="qwen/Qwen2.5-0.5B-Instruct", overrides=FAST)
+    assert run.base_model == "modelscope:qwen/Qwen2.5-0.5B-Instruct"
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    run_job(run.job.pk)
+    job = Job.objects.get(pk=run.job.pk)
+    assert job.status == Job.Status.FAILED
+    assert "ModelScope model 'qwen/Qwen2.5-0.5B-Instruct'" in job.error and "modelscope download" in job.error

@@ -46,8 +46,11 @@ def start_training(*, domain: Domain, dataset_version: DatasetVersion | None, by
     """Create a run with a validated config and queue its job."""
     from training_app.engine.config import config_for
 
+    from training_app.engine.model_sources import qualify
+
     if kind not in TrainingRun.Kind.values:
         raise ValidationError({"kind": f"Unknown training kind {kind!r}; choose one of {', '.join(TrainingRun.Kind.values)}."})
+    base_model = qualify(base_model, domain.model_hub)  # a bare id comes from the domain's hub
     if dataset_version is not None and dataset_version.domain_id != domain.pk:
         raise ValidationError({"dataset_version": "That dataset version belongs to another domain."})
     if kind == TrainingRun.Kind.EMBEDDING:

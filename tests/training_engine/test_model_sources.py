@@ -95,3 +95,16 @@ def test_a_model_in_the_modelscope_cache_is_used_without_the_network(no_network,
         f.unlink()
     with pytest.raises(BaseModelError, match="incomplete in the local ModelScope cache.*modelscope download"):
         resolve_base_model("modelscope:vsm/tiny-qwen", no_network / "cache")
+
+
+@pytest.mark.parametrize("spec,hub,expected", [
+    ("qwen/Qwen2.5-0.5B", "modelscope", "modelscope:qwen/Qwen2.5-0.5B"),
+    ("Qwen/Qwen2.5-0.5B", "huggingface", "hf:Qwen/Qwen2.5-0.5B"),
+    ("qwen/Qwen2.5-0.5B", "", "qwen/Qwen2.5-0.5B"),                        # the default hub decides later
+    ("hf:Qwen/Qwen2.5-0.5B", "modelscope", "hf:Qwen/Qwen2.5-0.5B"),       # the run's own choice wins
+    ("embedded:gemma3-270m", "modelscope", "embedded:gemma3-270m"),
+    ("/models/qwen", "modelscope", "/models/qwen"),
+    ("model.gguf", "modelscope", "model.gguf"),
+])
+def test_a_domain_hub_qualifies_bare_ids_only(spec, hub, expected):
+    assert sources.qualify(spec, hub) == expected

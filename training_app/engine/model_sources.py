@@ -42,6 +42,19 @@ def split_spec(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
+def qualify(spec: str, hub: str) -> str:
+    """``spec`` with ``hub``'s prefix when it is a bare ``org/name`` id (not a path, not embedded,
+    not already prefixed): how a domain's chosen hub is recorded on a run."""
+    import re
+
+    spec = (spec or "").strip()
+    if hub not in HUBS or split_spec(spec)[0] is not None or spec.startswith("embedded:"):
+        return spec
+    if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", spec) or Path(spec).expanduser().exists():
+        return spec
+    return f"{'modelscope' if hub == MODELSCOPE else 'hf'}:{spec}"
+
+
 def endpoint(hub: str) -> str:
     if hub == MODELSCOPE:
         url = os.environ.get("MODELSCOPE_ENDPOINT", "").strip()
