@@ -44,3 +44,18 @@ def test_key_hash_is_not_editable_and_keys_not_added_in_admin(admin_client_with_
     key = ApiKey.objects.get()
     page = admin_client_with_data.get(reverse("admin:domains_apikey_change", args=[key.pk])).content.decode()
     assert 'name="key_hash"' not in page
+
+
+def test_hub_tokens_are_never_shown_back_nor_added_in_admin(admin_client_with_data, domain, alice):
+    from training_app.hub_tasks import save_token
+
+    credential = save_token(domain=domain, hub="huggingface", token="hf_secretTOKENvalue1234", by=alice)
+    assert admin_client_with_data.get(reverse("admin:training_app_hubcredential_add")).status_code == 403
+    listing = admin_client_with_data.get(reverse("admin:training_app_hubcredential_changelist")).content.decode()
+    page = admin_client_with_data.get(
+        reverse("admin:training_app_hubcredential_change", args=[credential.pk])).content.decode()
+    assert "1234" in listing and "1234" in page  # the fingerprint identifies it
+    for shown in (listing, page):
+        assert "hf_secretTOKENvalue" not in shown
+        assert credential.token_encrypted not in shown
+        assert 'name="token_encrypted"' not in shown

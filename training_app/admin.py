@@ -121,3 +121,30 @@ class PromotionAdmin(admin.ModelAdmin):
 @admin.register(PromotionPolicy)
 class PromotionPolicyAdmin(admin.ModelAdmin):
     list_display = ["__str__", "configuration", "metrics", "probe_max_drop"]
+
+
+from training_app.models import HubCredential, HubPush  # noqa: E402
+
+
+@admin.register(HubCredential)
+class HubCredentialAdmin(admin.ModelAdmin):
+    """The token is never shown back: only its hub, domain and last characters."""
+
+    list_display = ["__str__", "domain", "hub", "fingerprint", "created_by", "updated_at"]
+    list_filter = ["hub", "domain"]
+    search_fields = ["domain__slug", "hub", "fingerprint"]
+    exclude = ["token_encrypted"]
+    readonly_fields = ["domain", "hub", "fingerprint", "created_by", "updated_at"]
+
+    def has_add_permission(self, request):
+        return False  # tokens are given on the export page, where they are encrypted
+
+
+@admin.register(HubPush)
+class HubPushAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "domain", "export", "hub", "repo_id", "private", "url", "job", "created_by",
+                    "created_at"]
+    list_filter = ["hub", "private", "domain"]
+    search_fields = ["repo_id", "domain__slug", "url", "commit"]
+    readonly_fields = ["export", "hub", "repo_id", "private", "job", "url", "commit", "card", "created_by",
+                       "created_at"]
