@@ -135,7 +135,7 @@ def test_an_owner_pushes_an_export_with_a_model_card(domain, alice, export, hub,
     assert TOKEN not in job.log_tail + json.dumps(job.result) + json.dumps(
         list(AuditEvent.objects.values("summary", "data")), default=str)
     page = client_as(alice).get(f"/d/{domain.slug}/models/{export.model_version_id}/").content.decode()
-    assert 'data-push="%d"' % push.pk in page and "saved: …WXYZ" in page
+    assert 'data-push="%d"' % push.pk in page and "saved for huggingface: …WXYZ" in page
 
     # the next push reuses the stored token
     hub.requests.clear()
@@ -171,3 +171,122 @@ def test_bad_pushes_are_refused_before_queuing(domain, alice, bob, export, hub, 
                           follow=True)
     assert "Only a finished export" in response.content.decode()
     assert not HubPush.objects.exists() and not HubCredential.objects.exists() and hub.requests == []
+
+
+MS_TOKEN = "ms-0123456789abcdef-QRST"
+
+
+class FakeModelScope(BaseHTTPRequestHandler):
+    """The endpoints ``modelscope``'s create_repo and upload_folder call: repository creation, the LFS
+    batch that hands out upload URLs for large files, the blob PUTs and the commit (small files inline)."""
+
+    requests: list = []
+    blobs: dict = {}
+    refuse = False
+
+    def _reply(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _any(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        cls = type(self)
+        cls.requests.append((self.command, self.path, self.headers.get("Authorization"), body))
+        if cls.refuse:
+            return self._reply(401, {"Code": 10010205001, "Message": "Invalid token", "Success": False})
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        if self.command == "POST" and self.path == "/api/v1/models":
+            if any(m == "POST" and p == self.path for m, p, _a, _b in cls.requests[:-1]):
+                return self._reply(400, {"Code": 10010205001, "Message": "repo already exists", "Success": False})
+            return self._reply(200, {"Code": 200, "Success": True, "Data": {}})
+        if self.path.endswith("/info/lfs/objects/batch"):
+            objects = json.loads(body)["objects"]
+            return self._reply(200, {"Code": 200, "Success": True, "Data": {"objects": [
+                {"oid": o["oid"], "size": o["size"], "actions": {"upload": {"href": f"{base}/lfs/{o['oid']}"}}}
+                for o in objects]}})
+        if self.command == "PUT" and self.path.startswith("/lfs/"):
+            cls.blobs[self.path.rsplit("/", 1)[1]] = body
+            return self._reply(200, {"Code": 200, "Success": True})
+        if self.path == "/api/v1/repos/models/acme/finance-v1/commit/master":
+            return self._reply(200, {"Code": 200, "Success": True, "Data": {"CommitId": "5ca1ab1e"}})
+        return self._reply(404, {"Code": 404, "Message": f"no {self.path}", "Success": False})
+
+    do_GET = do_POST = do_PUT = _any
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def modelscope(settings):
+    FakeModelScope.requests, FakeModelScope.blobs, FakeModelScope.refuse = [], {}, False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeModelScope)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.VSM_MODELSCOPE_ENDPOINT = f"http://127.0.0.1:{server.server_port}"
+    settings.VSM_HF_ENDPOINT = "http://127.0.0.1:9"  # nothing may go to the other hub
+    yield FakeModelScope
+    server.shutdown()
+
+
+def test_an_owner_pushes_an_export_to_modelscope(domain, alice, export, modelscope, client_as, sent, settings):
+    import hashlib
+
+    response = client_as(alice).post(f"/d/{domain.slug}/exports/{export.pk}/push/",
+                                     {"hub": "modelscope", "repo_id": "acme/finance-v1", "token": MS_TOKEN,
+                                      "private": "on"})
+    assert response.status_code == 302
+    push = HubPush.objects.get(export=export)
+    assert push.hub == "modelscope"
+    run_job(push.job.pk)
+    job = Job.objects.get(pk=push.job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log_tail
+    # a private repository was created first, with the owner's token on every request
+    create = json.loads(next(b for m, p, _a, b in modelscope.requests if p == "/api/v1/models"))
+    assert {k: create[k] for k in ("Path", "Name", "Visibility")} == {"Path": "acme", "Name": "finance-v1",
+                                                                      "Visibility": 1}
+    assert {auth for _m, _p, auth, _b in modelscope.requests} == {f"Bearer {MS_TOKEN}"}
+    # weights went as blobs named by their sha256, small files inline, all in one commit
+    (commit,) = [json.loads(b) for m, p, _a, b in modelscope.requests if p.endswith("/commit/master")]
+    actions = {a["path"]: a for a in commit["actions"]}
+    assert set(actions) == {"README.md", "config.json", "model.safetensors", "finance-v1-f16.gguf"}
+    assert actions["model.safetensors"]["type"] == "lfs" and actions["config.json"]["type"] == "normal"
+    for name, content in (("model.safetensors", b"\x08weights"), ("finance-v1-f16.gguf", b"GGUF" + b"\0" * 60),
+                          ("config.json", b'{"model_type": "qwen2"}')):
+        if actions[name]["type"] == "lfs":
+            assert actions[name]["sha256"] == hashlib.sha256(content).hexdigest()
+            assert modelscope.blobs[actions[name]["sha256"]] == content
+        else:
+            assert base64.b64decode(actions[name]["content"]) == content
+    card = base64.b64decode(actions["README.md"]["content"]).decode()
+    assert "frameworks:\n- pytorch\ntasks:\n- text-generation\n" in card and "| model_rag | 0.620 | 0.080 |" in card
+    push.refresh_from_db()
+    assert push.commit == "5ca1ab1e" and push.url == f"{settings.VSM_MODELSCOPE_ENDPOINT}/models/acme/finance-v1"
+    assert push.card == card
+    credential = HubCredential.objects.get(domain=domain, hub="modelscope")
+    assert credential.fingerprint == "QRST" and MS_TOKEN not in credential.token_encrypted
+    assert MS_TOKEN not in job.log_tail + json.dumps(job.result)
+    page = client_as(alice).get(f"/d/{domain.slug}/models/{export.model_version_id}/").content.decode()
+    assert 'data-hub="modelscope"' in page and "saved for modelscope: …QRST" in page
+
+
+def test_modelscope_refusing_the_token_fails_the_job_clearly(domain, alice, export, modelscope, client_as, sent):
+    modelscope.refuse = True
+    client_as(alice).post(f"/d/{domain.slug}/exports/{export.pk}/push/",
+                          {"hub": "modelscope", "repo_id": "acme/finance-v1", "token": MS_TOKEN})
+    push = HubPush.objects.get()
+    run_job(push.job.pk)
+    job = Job.objects.get(pk=push.job.pk)
+    assert job.status == Job.Status.FAILED
+    assert "refused the push to acme/finance-v1" in job.error and "Invalid token" in job.error
+    assert "401" in job.error and MS_TOKEN not in job.error + job.log_tail
+
+
+def test_an_unknown_hub_is_refused_before_queuing(domain, alice, export, client_as, sent):
+    response = client_as(alice).post(f"/d/{domain.slug}/exports/{export.pk}/push/",
+                                     {"hub": "gitee", "repo_id": "acme/x", "token": MS_TOKEN}, follow=True)
+    assert "Pushing to gitee is not supported" in response.content.decode()
+    assert not HubPush.objects.exists() and not HubCredential.objects.exists()

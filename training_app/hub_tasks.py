@@ -138,15 +138,16 @@ def push_export(ctx: JobContext) -> dict:
             files = _stage(push.export, folder)
         except ValidationError as exc:
             ctx.fail(" ".join(exc.messages))
-        card = model_card(card_meta(push.export, files))
+        card = model_card({**card_meta(push.export, files), "hub": push.hub})
         (folder / "README.md").write_text(card, encoding="utf-8")
         HubPush.objects.filter(pk=push.pk).update(card=card)
         ctx.progress(1, 2, message=gettext_noop("Uploading to the hub"))
         ctx.log(f"pushing {len(files)} file(s) and README.md to {push.hub}:{push.repo_id} "
                 f"({'private' if push.private else 'public'}) with the token …{credential.fingerprint}")
+        endpoint = settings.VSM_MODELSCOPE_ENDPOINT if push.hub == "modelscope" else settings.VSM_HF_ENDPOINT
         try:
             result = push_folder(folder, push.repo_id, token, hub=push.hub, private=push.private,
-                                 endpoint=settings.VSM_HF_ENDPOINT or None,
+                                 endpoint=endpoint or None,
                                  message=f"VSM: {push.export.domain.slug} v{push.export.model_version.number}")
         except HubError as exc:
             ctx.fail(str(exc))

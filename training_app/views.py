@@ -25,6 +25,7 @@ from domains import access as gate
 from domains.forms import apply_errors
 from domains.models import Role
 from domains.views import _job_fragment
+from training_app.engine.hub import HUB_LABELS
 from training_app.forms import EDITABLE, ModelExportForm, TrainingStartForm
 from training_app.models import HubCredential, ModelExport, ModelVersion, TrainingRun
 from training_app.services import start_export, start_training
@@ -460,8 +461,9 @@ def _model_page(request: HttpRequest, access: gate.Access, model: ModelVersion,
         "promotions": model.promotions.select_related("by", "previous")[:20],
         "evaluations": model.evaluations.select_related("job", "dataset_version")[:10],
         "exports": _exports(access, model)[:50],
-        "hub_token": (HubCredential.objects.filter(domain=access.domain, hub="huggingface").first()
-                      if access.is_owner else None),
+        "hub_tokens": (list(HubCredential.objects.filter(domain=access.domain).order_by("hub"))
+                       if access.is_owner else []),
+        "hubs": HUB_LABELS.items(),
         "exportable": True,
         "embedding": model.kind == TrainingRun.Kind.EMBEDDING,
         "export_form": export_form or (ModelExportForm() if access.can_write
@@ -556,7 +558,7 @@ def export_push(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     try:
         push = start_hub_push(domain=access.domain, export=export, by=request.user,
                               repo_id=request.POST.get("repo_id", ""), private=request.POST.get("private") == "on",
-                              token=request.POST.get("token", ""))
+                              token=request.POST.get("token", ""), hub=request.POST.get("hub") or "huggingface")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(back)

@@ -156,8 +156,10 @@ VSM_WANDB = {"project": env.env_str("VSM_WANDB_PROJECT", "") or "", "entity": en
 # staff unless VSM_METRICS_TOKEN is set (then a bearer token); alerts go to the vsm.alerts log and,
 # when set, as JSON to VSM_ALERT_WEBHOOK.
 VSM_METRICS_TOKEN = env.env_str("VSM_METRICS_TOKEN", "") or ""
-# Pushing exports to a model hub: the Hugging Face endpoint (a mirror or a self-hosted hub works too).
+# Pushing exports to a model hub: the Hugging Face and ModelScope endpoints (a mirror or a self-hosted
+# hub works too); empty means each library's default (huggingface.co, www.modelscope.cn).
 VSM_HF_ENDPOINT = env.env_str("VSM_HF_ENDPOINT", "") or env.env_str("HF_ENDPOINT", "") or ""
+VSM_MODELSCOPE_ENDPOINT = env.env_str("VSM_MODELSCOPE_ENDPOINT", "") or ""
 VSM_ALERT_WEBHOOK = env.env_str("VSM_ALERT_WEBHOOK", "") or ""
 
 CACHES = {"default": env.cache(env.env_str("VSM_CACHE"), env.env_str("VSM_BROKER"), VSM_DATA_DIR)}

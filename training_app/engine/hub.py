@@ -3,8 +3,9 @@
 ``model_card(meta)`` writes the README.md a hub shows (YAML front matter with the base model,
 tags and languages, then what the model is for, how it was trained, on which data, how it scored
 and how to run it). ``push_folder`` creates the repository when it is missing and uploads a folder
-in one commit through ``huggingface_hub`` (its endpoint is configurable, so a mirror or a
-self-hosted hub works the same). No Django here.
+in one commit, to the Hugging Face Hub through ``huggingface_hub`` or to ModelScope through
+``modelscope`` (large files as LFS blobs, the rest inline, committed in batches). Both endpoints are
+configurable, so a mirror or a self-hosted hub works the same. No Django here.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HUBS = ("huggingface",)
+HUBS = ("huggingface", "modelscope")
+HUB_LABELS = {"huggingface": "Hugging Face Hub", "modelscope": "ModelScope"}
 REPO_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -51,6 +53,9 @@ def model_card(meta: dict[str, Any]) -> str:
         front.append(f"base_model: {meta['base_model']}")
     front += _yaml_list("language", meta.get("languages") or [])
     front += _yaml_list("tags", ["vsm", "vertical-small-model", meta.get("kind") or "", *(meta.get("tags") or [])])
+    if meta.get("hub") == "modelscope":  # ModelScope files a model page under its frameworks and tasks
+        front += _yaml_list("frameworks", ["pytorch"])
+        front += _yaml_list("tasks", ["sentence-embedding" if meta.get("kind") == "embedding" else "text-generation"])
     front.append("---")
     title = f"{meta.get('domain', 'domain')} v{meta.get('version', '?')}"
     lines = [*front, "", f"# {title}", "",
@@ -101,9 +106,16 @@ def model_card(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refused(repo_id: str, token: str, exc: Exception) -> HubError:
+    text = str(exc).replace(token, "***") if token else str(exc)
+    status = getattr(exc, "status_code", None)
+    status = f" (HTTP {status})" if status and str(status) not in text else ""
+    return HubError(f"The hub refused the push to {repo_id}: {type(exc).__name__}{status}: {text[:500]}")
+
+
 def push_folder(folder: str | os.PathLike, repo_id: str, token: str, *, hub: str = "huggingface",
                 private: bool = True, endpoint: str | None = None, message: str = "Upload from VSM") -> PushResult:
-    """Create ``repo_id`` if needed and upload every file of ``folder`` in one commit."""
+    """Create ``repo_id`` if needed and upload every file of ``folder``."""
     if hub not in HUBS:
         raise HubError(f"Pushing to {hub!r} is not supported; use one of: {', '.join(HUBS)}.")
     repo_id = check_repo_id(repo_id)
@@ -111,16 +123,36 @@ def push_folder(folder: str | os.PathLike, repo_id: str, token: str, *, hub: str
     files = [p for p in folder.rglob("*") if p.is_file()]
     if not files:
         raise HubError(f"Nothing to push: {folder} is empty.")
+    push = _push_modelscope if hub == "modelscope" else _push_huggingface
+    try:
+        url, commit = push(folder, repo_id, token, private=private, endpoint=endpoint, message=message)
+    except HubError:
+        raise
+    except Exception as exc:  # 401/403 (a bad token), 404, network
+        raise _refused(repo_id, token, exc) from exc
+    return PushResult(url=url, commit=commit, files=len(files))
+
+
+def _push_huggingface(folder: Path, repo_id: str, token: str, *, private, endpoint, message):
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint or None, token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
-                                 repo_type="model")
-    except Exception as exc:  # 401/403 (a bad token), 404, network
-        text = str(exc).replace(token, "***") if token else str(exc)
-        raise HubError(f"The hub refused the push to {repo_id}: {type(exc).__name__}: {text[:500]}") from exc
-    url = str(getattr(info, "commit_url", "") or info)
-    commit = str(getattr(info, "oid", "") or "")
-    return PushResult(url=url, commit=commit, files=len(files))
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message, repo_type="model")
+    return str(getattr(info, "commit_url", "") or info), str(getattr(info, "oid", "") or "")
+
+
+def _push_modelscope(folder: Path, repo_id: str, token: str, *, private, endpoint, message):
+    from modelscope.hub.api import HubApi
+
+    api = HubApi(endpoint=endpoint or None, token=token)
+    # created first, with the chosen visibility: the upload would otherwise create it public
+    api.create_repo(repo_id, visibility="private" if private else "public", exist_ok=True, repo_type="model")
+
+    result = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                               repo_type="model", use_cache=False, disable_tqdm=True)
+    # a refused commit raises; the answer is one dict per committed batch (none when nothing changed)
+    commits = [e for e in (result if isinstance(result, list) else [result]) if isinstance(e, dict)]
+    commit = next((str(e.get(k)) for e in reversed(commits) for k in ("CommitId", "commit_id", "Sha", "sha", "id")
+                   if e.get(k)), "")
+    return f"{str(api.endpoint).rstrip('/')}/models/{repo_id}", commit
