@@ -208,7 +208,7 @@ def bench_latency(passages, questions, sizes, n_queries, workdir: Path, seed: in
         for m, ts in times.items():
             p50 = statistics.median(ts)
             lat_rows.append((f"{n:,}", m, f"{p50:.2f}", f"{pct(ts, 0.95):.2f}", f"{base / p50:.1f}x"))
-        del okapi, ix, methods, times
+        okapi = ix = methods = times = None  # free the index before the next size
         gc.collect()
         shutil.rmtree(workdir / f"idx{n}", ignore_errors=True)
 

@@ -64,7 +64,8 @@ _STAGES: dict[str, Stage] = {
         Stage("datasets", _("Datasets"), _("Question–answer pairs drawn from the documents, reviewed by experts.")),
         Stage("training", _("Training"), _("Training runs that teach a small model the reviewed dataset.")),
         Stage("models", _("Models"), _("Trained model versions, evaluated against their base model.")),
-        Stage("chat", _("Chat"), _("Ask the active model questions grounded in the documents.")),
+        Stage("chat", _("Chat"), _("Conversations with the active model, answered from the documents with "
+                                   "citations.")),
     ]
 }
 

@@ -31,6 +31,10 @@ class InferenceConfig(AppConfig):
         from domains.signals import chunks_added, chunks_removed
         from training_app.signals import active_model_changed
 
+        from domains import stages
+        from inference_app.models import Conversation
+
+        stages.fill("chat", count=lambda d: Conversation.objects.for_domain(d).count(), url_name="chat")
         chunks_added.connect(_chunks_changed, dispatch_uid="retrieval-chunks-added")
         chunks_removed.connect(_chunks_changed, dispatch_uid="retrieval-chunks-removed")
         active_model_changed.connect(_active_model_changed, dispatch_uid="retrieval-active-model")
