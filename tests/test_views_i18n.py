@@ -33,7 +33,7 @@ def test_switch_to_chinese_renders_chinese(client_as, alice, domain):
     assert "我的领域" in html and "创建领域" in html and "所有者" in html and "退出登录" in html
     assert "My domains" not in html
     dashboard = client.get(reverse("domain-dashboard", args=[domain.slug])).content.decode()
-    assert "流水线" in dashboard and "尚未启用" in dashboard and "文档" in dashboard
+    assert "流水线" in dashboard and "依据文档作答" in dashboard and "文档" in dashboard
     switch(client, "en")
     assert "My domains" in client.get(reverse("home")).content.decode()
 
