@@ -17,12 +17,7 @@ from training_app.models import EvaluationRun, HubCredential, HubPush, ModelExpo
 TOKEN = "hf_test_0123456789abcdefWXYZ"
 
 
-class FakeHub(BaseHTTPRequestHandler):
-    """The endpoints huggingface_hub's create_repo and upload_folder call; every file goes inline."""
-
-    requests: list = []
-    refuse = False
-
+class JsonHandler(BaseHTTPRequestHandler):
     def _reply(self, code, obj):
         body = json.dumps(obj).encode()
         self.send_response(code)
@@ -30,6 +25,16 @@ class FakeHub(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class FakeHub(JsonHandler):
+    """The endpoints huggingface_hub's create_repo and upload_folder call; every file goes inline."""
+
+    requests: list = []
+    refuse = False
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -49,9 +54,6 @@ class FakeHub(BaseHTTPRequestHandler):
             return self._reply(200, {"commitUrl": f"{base}/acme/finance-v1/commit/c0ffee", "commitOid": "c0ffee",
                                      "pullRequestUrl": None})
         return self._reply(404, {"error": "not found"})
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -176,21 +178,13 @@ def test_bad_pushes_are_refused_before_queuing(domain, alice, bob, export, hub, 
 MS_TOKEN = "ms-0123456789abcdef-QRST"
 
 
-class FakeModelScope(BaseHTTPRequestHandler):
+class FakeModelScope(JsonHandler):
     """The endpoints ``modelscope``'s create_repo and upload_folder call: repository creation, the LFS
     batch that hands out upload URLs for large files, the blob PUTs and the commit (small files inline)."""
 
     requests: list = []
     blobs: dict = {}
     refuse = False
-
-    def _reply(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _any(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -216,9 +210,6 @@ class FakeModelScope(BaseHTTPRequestHandler):
         return self._reply(404, {"Code": 404, "Message": f"no {self.path}", "Success": False})
 
     do_GET = do_POST = do_PUT = _any
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
